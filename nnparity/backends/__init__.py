@@ -1,0 +1,1 @@
+"""Backend adapters and their registry."""
