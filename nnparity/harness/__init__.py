@@ -1,0 +1,1 @@
+"""The harness: planning, worker processes, timing, environment capture, results."""
