@@ -190,7 +190,7 @@ class ModelSpec:
             "name": self.name,
             "description": self.description,
             "dataset": self.dataset,
-            "dataset_options": dict(self.dataset_options),
+            "dataset_options": json.loads(json.dumps(self.dataset_options)),
             "dtype": self.dtype,
             "seed": self.seed,
             "metric": self.metric,
