@@ -17,7 +17,9 @@ from nnparity.specs import ModelSpec
 def make_adapter(backend: str, spec: ModelSpec, dtype: str = "float64", **options):
     """Build ``backend``'s adapter for ``spec`` from the spec's initial parameters."""
     spec = spec.replace(dtype=dtype).validate()
-    adapter_class = load_adapter(get_backend(backend))
+    info = get_backend(backend)
+    options.setdefault("variant", info.variant)
+    adapter_class = load_adapter(info)
     adapter = adapter_class(spec, RunOptions(dtype=dtype, **options))
     adapter.build(spec.initial_params())
     return adapter
