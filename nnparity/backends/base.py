@@ -110,6 +110,11 @@ class Adapter(abc.ABC):
         return self.options.device
 
     def describe(self) -> dict:
-        """Framework settings worth recording (linker, compile mode, thread settings)."""
+        """Framework settings worth recording (linker, compile mode, thread settings).
+
+        An adapter on an accelerator may add ``peak_device_memory_mb``, the
+        framework's own peak allocation; the harness records it next to the
+        process's peak resident memory.
+        """
         return {}
 

@@ -1,0 +1,383 @@
+"""The ``nnparity`` command: list, run, report, compare, data.
+
+Only this module prints; library code logs under the ``nnparity`` logger.
+Exit status: 0 success, 1 a run failed, 2 invalid arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+
+log = logging.getLogger("nnparity")
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+MODEL_ALIASES = {"moons-sweep": "MOONS_SWEEP"}
+DATA_DIR_HELP = "dataset directory (default: $NNPARITY_DATA_DIR or ~/.cache/nnparity/data)"
+
+
+class UsageError(Exception):
+    """Invalid command-line input; the message names the value and the accepted ones."""
+
+
+def split_list(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+# nnparity list -------------------------------------------------------------------
+
+
+def cmd_list(args) -> int:
+    from nnparity.backends.registry import all_backends
+    from nnparity.datasets import DATASETS, dataset_status
+    from nnparity.models import WORKLOADS
+
+    print("Models:")
+    for name, workload in WORKLOADS.items():
+        present, detail = dataset_status(workload.dataset, args.data_dir) if workload.dataset in DATASETS \
+            else (False, f"no loader for dataset {workload.dataset!r} in this nnparity")
+        mark = "present" if present else "MISSING"
+        suite = "" if workload.in_default_suite else " (not in the default suite)"
+        print(f"  {name:18} {workload.summary}{suite}")
+        print(f"  {'':18} data {workload.dataset}: {mark}: {detail}")
+
+    print("\nDatasets:")
+    for name, info in DATASETS.items():
+        present, detail = dataset_status(name, args.data_dir)
+        print(f"  {name:16} {'present' if present else 'MISSING':8} {info.summary}")
+        print(f"  {'':16} {detail}")
+
+    print("\nBackends:")
+    for name, info in all_backends().items():
+        availability = info.availability()
+        versions = ", ".join(f"{k} {v}" for k, v in availability.versions.items())
+        state = "available" if availability.available else "unavailable"
+        default = "" if info.default else " (not run by default)"
+        print(f"  {name:18} {state:11} {versions}{default}")
+        if not availability.available:
+            print(f"  {'':18} {availability.reason}")
+    return 0
+
+
+# nnparity run --------------------------------------------------------------------
+
+
+def resolve_models(requested: str | None, data_dir: str | None) -> list[str]:
+    import nnparity.models as models
+    from nnparity.datasets import DATASETS, dataset_status
+
+    if not requested:
+        chosen = []
+        for name, workload in models.WORKLOADS.items():
+            if not workload.in_default_suite:
+                continue
+            if workload.dataset in DATASETS and dataset_status(workload.dataset, data_dir)[0]:
+                chosen.append(name)
+            else:
+                log.info("default suite: leaving out %s, its dataset %s is not present", name, workload.dataset)
+        return chosen
+
+    names = []
+    for item in split_list(requested):
+        expanded = list(getattr(models, MODEL_ALIASES[item])) if item in MODEL_ALIASES else [item]
+        unknown = [n for n in expanded if n not in models.WORKLOADS]
+        if unknown:
+            known = ", ".join(list(models.WORKLOADS) + list(MODEL_ALIASES))
+            raise UsageError(f"unknown model {unknown[0]!r}; known models: {known}")
+        names += [n for n in expanded if n not in names]
+    return names
+
+
+def resolve_backends(requested: str | None) -> list:
+    from nnparity.backends.registry import all_backends
+
+    backends = all_backends()
+    if not requested:
+        chosen = [info for info in backends.values() if info.default and info.availability().available]
+        for info in backends.values():
+            if info.default and info not in chosen:
+                log.info("default suite: leaving out backend %s: %s", info.name, info.availability().reason)
+        return chosen
+    names = split_list(requested)
+    unknown = [n for n in names if n not in backends]
+    if unknown:
+        raise UsageError(f"unknown backend {unknown[0]!r}; known backends: {', '.join(backends)}")
+    return [backends[n] for n in dict.fromkeys(names)]
+
+
+def start_output(out_dir: str) -> None:
+    """Create ``out_dir`` and move an earlier ``runs.jsonl`` aside, so the report covers this suite only."""
+    from nnparity.harness.results import RUNS_FILE
+
+    os.makedirs(out_dir, exist_ok=True)
+    runs = os.path.join(out_dir, RUNS_FILE)
+    if os.path.exists(runs):
+        previous = os.path.join(out_dir, "runs.previous.jsonl")
+        os.replace(runs, previous)
+        log.warning("moved the earlier %s to %s", runs, previous)
+
+
+def cmd_run(args) -> int:
+    from nnparity.harness import environment as env_capture
+    from nnparity.harness.plan import plan_jobs, prepare_inputs
+    from nnparity.harness.runner import run_suite
+    from nnparity.report import ENVIRONMENT_FILE, write_report
+
+    models = resolve_models(args.models, args.data_dir)
+    backends = resolve_backends(args.backends)
+    dtypes = split_list(args.dtype)
+    bad = [d for d in dtypes if d not in ("float32", "float64")]
+    if bad or not dtypes:
+        invalid = bad[0] if bad else args.dtype
+        raise UsageError(f"invalid dtype {invalid!r}; use float32, float64 or both, comma-separated")
+    if not models:
+        raise UsageError("no model to run: no default model has its data present; see `nnparity list`")
+    for option, value in (("--threads", args.threads), ("--repeats", args.repeats), ("--max-steps", args.max_steps),
+                          ("--timeout", args.timeout)):
+        if value is not None and value <= 0:
+            raise UsageError(f"invalid {option} {value:g}: it must be positive")
+    if not split_list(args.devices):
+        raise UsageError(f"invalid --devices {args.devices!r}: name at least one device, for example cpu")
+
+    start_output(args.out)
+    command = "nnparity " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    environment = env_capture.capture(args.threads, {b.name: b for b in backends}, command)
+    with open(os.path.join(args.out, ENVIRONMENT_FILE), "w", encoding="utf-8") as handle:
+        json.dump(environment, handle, indent=2)
+
+    jobs = plan_jobs(
+        models, backends, devices=split_list(args.devices), dtypes=dtypes, repeats=args.repeats,
+        threads=args.threads, data_dir=args.data_dir, max_steps=args.max_steps, schedule_name=args.schedule,
+        dropout_mode=args.dropout, timeout_s=args.timeout,
+    )
+    prepare_inputs(jobs, args.out)
+    log.info("running %d jobs into %s", len(jobs), args.out)
+
+    with ProgressDisplay(len(jobs), enabled=not args.no_progress) as display:
+        suite = run_suite(jobs, args.out, environment, {b.name: b for b in backends}, display.handle)
+
+    written = write_report(args.out)
+    print_results(suite.records)
+    print(f"\nReport: {written['markdown']} and {written['html']}")
+    if suite.interrupted:
+        print("Interrupted: the report contains the runs that finished.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if any(r.status == "failed" for r in suite.records) else 0
+
+
+class ProgressDisplay:
+    """Two tqdm bars: runs of the suite, and steps of the current run."""
+
+    def __init__(self, count: int, enabled: bool = True):
+        self.count, self.enabled = count, enabled
+        self.runs = self.steps = None
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.tqdm = tqdm
+            self.runs = tqdm(total=self.count, desc="runs", unit="run", position=0)
+        return self
+
+    def handle(self, event) -> None:
+        if not self.enabled:
+            return
+        if event.kind == "start":
+            self.runs.set_postfix_str(event.job.run_id.rsplit(".", 1)[0])
+            self.steps = self.tqdm(total=0, desc="train", unit="step", position=1, leave=False)
+        elif event.kind == "progress" and self.steps is not None:
+            if event.phase != self.steps.desc:
+                # Evaluation counts samples, not steps: restart the bar under its own label.
+                self.steps.reset(total=event.total)
+                self.steps.set_description_str(event.phase)
+                self.steps.unit = "sample" if event.phase == "eval" else "step"
+            self.steps.total = event.total
+            self.steps.update(event.step - self.steps.n)
+        elif event.kind == "end":
+            if self.steps is not None:
+                self.steps.close()
+                self.steps = None
+            self.runs.update(1)
+
+    def __exit__(self, *exc):
+        for bar in (self.steps, self.runs):
+            if bar is not None:
+                bar.close()
+        return False
+
+
+def print_results(records) -> None:
+    from nnparity.report import tables
+
+    columns = ("backend", "dtype", "status", "test acc", "final loss", "step median [q1-q3]", "train total",
+               "max rel. loss diff vs numpy")
+    picks = [tables.COLUMNS.index(c) for c in columns]
+    for model in tables.models_in_order(records):
+        rows = [[row[i] for i in picks] for row in tables.model_rows(model, records)]
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+        print(f"\n{model}")
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+        for row in rows:
+            print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    for record in tables.problem_runs(records):
+        print(f"{record.status}: {record.run_id}: {tables.short_reason(record.reason)}")
+
+
+# nnparity report / compare / data --------------------------------------------------
+
+
+def cmd_report(args) -> int:
+    from nnparity.harness.results import read_records
+    from nnparity.report import write_report
+
+    written = write_report(args.dir)
+    print_results(read_records(args.dir))
+    print(f"\nWrote {', '.join(written.values())}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from nnparity.report.compare import compare_dirs, format_comparison
+
+    rows = compare_dirs(args.old, args.new, threshold=args.threshold)
+    print(format_comparison(rows))
+    return EXIT_FAILED if any(row.mark == "!" for row in rows) else 0
+
+
+def cmd_data_list(args) -> int:
+    from nnparity.datasets import DATASETS, dataset_status, default_data_dir
+
+    print(f"Data directory: {default_data_dir(args.data_dir)}")
+    for name, info in DATASETS.items():
+        present, detail = dataset_status(name, args.data_dir)
+        fetch = " (fetchable)" if info.fetchable else ""
+        print(f"  {name:16} {'present' if present else 'MISSING':8} {detail}{fetch}")
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from tqdm import tqdm
+
+    from nnparity.datasets import fetch_dataset
+    from nnparity.datasets.fetch import FetchError
+
+    bar = tqdm(desc=args.name, unit="B", unit_scale=True, disable=args.no_progress)
+
+    def progress(done: int, total: int | None) -> None:
+        if done < bar.n:  # the next file started
+            bar.reset()
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        paths = fetch_dataset(args.name, data_dir=args.data_dir, base_url=args.base_url, progress=progress)
+    except FetchError as error:
+        print(f"nnparity: error: fetching {args.name} failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        bar.close()
+    for path in paths:
+        print(path)
+    return 0
+
+
+# Argument parsing ------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnparity", description="Train one network spec on several backends and compare them.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    listing = commands.add_parser("list", help="list models, datasets and backends")
+    listing.add_argument("--data-dir", help=DATA_DIR_HELP)
+    listing.set_defaults(func=cmd_list)
+
+    run = commands.add_parser("run", help="run the suite and write runs.jsonl, summary.csv and the reports")
+    run.add_argument("--models", help="comma-separated models (moons-sweep = every moons-mlp hidden size); "
+                     "default: the default suite where its data is present")
+    run.add_argument("--backends", help="comma-separated backends; default: every available default backend")
+    run.add_argument("--devices", default="cpu", help="comma-separated devices (default: cpu)")
+    run.add_argument("--dtype", default="float32", help="float32, float64 or both, comma-separated (default: float32)")
+    run.add_argument("--out", default=os.path.join("results", "latest"),
+                     help="output directory (default: results/latest)")
+    run.add_argument("--data-dir", help=DATA_DIR_HELP)
+    run.add_argument("--threads", type=int, default=2, help="CPU threads per run (default: 2)")
+    run.add_argument("--repeats", type=int, default=1, help="runs per combination (default: 1)")
+    run.add_argument("--max-steps", type=int, help="cut every schedule to at most this many steps")
+    run.add_argument("--schedule", default="tutorial", help="tutorial (default), or long/short where a model has it")
+    run.add_argument("--dropout", choices=("exact", "native"), default="exact",
+                     help="exact: the harness supplies the masks (default); native: each framework draws them")
+    run.add_argument("--timeout", type=float,
+                     help="seconds per run before it is killed (default: per model, 30 min or more)")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    run.set_defaults(func=cmd_run)
+
+    report = commands.add_parser(
+        "report", help="regenerate summary.csv, report.md and report.html from DIR/runs.jsonl",
+    )
+    report.add_argument("dir")
+    report.set_defaults(func=cmd_report)
+
+    compare = commands.add_parser("compare", help="compare step times and accuracies of two result directories")
+    compare.add_argument("old")
+    compare.add_argument("new")
+    compare.add_argument("--threshold", type=float, default=1.1, help="ratio that counts as a change (default: 1.1)")
+    compare.set_defaults(func=cmd_compare)
+
+    add_verify_command(commands)
+
+    data = commands.add_parser("data", help="list or download datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_commands.add_parser("fetch", help="download a dataset into the data directory")
+    fetch.add_argument("name")
+    fetch.add_argument("--data-dir", help=DATA_DIR_HELP)
+    fetch.add_argument("--base-url", help="mirror to download from instead of the standard address")
+    fetch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fetch.set_defaults(func=cmd_data_fetch)
+    data_list = data_commands.add_parser("list", help="list datasets and whether they are present")
+    data_list.add_argument("--data-dir", help=DATA_DIR_HELP)
+    data_list.set_defaults(func=cmd_data_list)
+    return parser
+
+
+def add_verify_command(commands) -> None:
+    """Add ``nnparity verify``, whose options and behaviour live in ``nnparity.harness.verify``."""
+    try:
+        from nnparity.harness import verify
+    except Exception as error:  # a broken verify module must not take the other commands down
+        log.warning("the verify command is unavailable: %s: %s", type(error).__name__, error)
+        return
+    parser = commands.add_parser("verify", help="compare losses, logits and gradients of every backend with numpy")
+    verify.add_verify_arguments(parser)
+    parser.set_defaults(func=verify.run_verify_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except UsageError as error:
+        print(f"nnparity: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nnparity: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (FileNotFoundError, ValueError) as error:
+        print(f"nnparity: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
