@@ -27,6 +27,9 @@ _MODES = {"cvm": "CVM", "numba": "NUMBA", "jax": "JAX"}
 class TheanoAdapter(Adapter):
     name = "theano"
     linker = "cvm"
+    # The JAX linker needs every shape to be static at trace time, so that variant
+    # compiles one function per batch size, on the first call with that size.
+    static_batch = False
 
     def __init__(self, spec: ModelSpec, options: RunOptions):
         super().__init__(spec, options)
@@ -54,24 +57,37 @@ class TheanoAdapter(Adapter):
         self._mode = get_mode(_MODES[self.linker])
         dtype = self.options.dtype
         self._shared = graph.shared_params(self.spec, params, dtype)
-        self._x, self._y = graph.input_variables(self.spec, dtype)
+        self._variables: dict[int | None, tuple] = {}
         self._masks = graph.mask_variables(self.spec, dtype)
-
-        with self._pytensor.config.change_flags(floatX=dtype):
-            self._functions["train"] = self._compile_train()
-
-    def _compile_train(self):
-        graph, dtype = self._graph, self.options.dtype
-        inputs = [self._x, self._y]
-        if self.options.dropout_mode == "exact":
-            inputs += self._masks
-            dropout = self._masks
-        else:
+        if self.options.dropout_mode == "native":
             import pytensor.tensor.random as ptr
 
-            dropout = ptr.shared_rng(np.random.default_rng(self.spec.seed), name="dropout_rng")
-        output, rng_updates = graph.forward(self.spec, self._shared, self._x, dropout)
-        loss = self._objective(output)
+            self._dropout_rng = ptr.shared_rng(np.random.default_rng(self.spec.seed), name="dropout_rng")
+
+        if self.static_batch:
+            # Build the graph once without compiling, so an unsupported layer raises here, not at the first step.
+            self._graph.forward(self.spec, self._shared, self._inputs(None)[0], None)
+        else:
+            self._function("train", None)
+
+    def _inputs(self, batch: int | None):
+        """The symbolic ``(x, y, masks)`` for one batch size (None: any size)."""
+        if batch not in self._variables:
+            x, y = self._graph.input_variables(self.spec, self.options.dtype, batch)
+            self._variables[batch] = (x, y, self._graph.mask_variables(self.spec, self.options.dtype, batch))
+        return self._variables[batch]
+
+    def _compile_train(self, batch: int | None):
+        graph, dtype = self._graph, self.options.dtype
+        x, y, masks = self._inputs(batch)
+        inputs = [x, y]
+        if self.options.dropout_mode == "exact":
+            inputs += masks
+            dropout = masks
+        else:
+            dropout = self._dropout_rng
+        output, rng_updates = graph.forward(self.spec, self._shared, x, dropout)
+        loss = self._objective(output, y)
 
         params = list(self._shared.values())
         grads = self._pytensor.grad(loss, params)
@@ -81,9 +97,9 @@ class TheanoAdapter(Adapter):
         updates += list(rng_updates.items())
         return self._compile("train", inputs, loss, updates)
 
-    def _objective(self, output):
+    def _objective(self, output, y):
         return symbolic.objective(
-            self._tensor, self.spec, self._shared, output, self._y, self.options.dtype, self.name
+            self._tensor, self.spec, self._shared, output, y, self.options.dtype, self.name
         )
 
     def _compile(self, label: str, inputs, outputs, updates=()):
@@ -93,23 +109,28 @@ class TheanoAdapter(Adapter):
         log.debug("%s: compiled the %s function in %.2f s", self.name, label, self.compile_s[label])
         return function
 
-    def _function(self, label: str):
-        """The cached evaluation (``predict``) or gradient (``grads``, ``grads_nodropout``) function."""
-        if label in self._functions:
-            return self._functions[label]
+    def _function(self, label: str, batch: int | None):
+        """The cached ``train``, ``predict`` or gradient (``grads``, ``grads_nodropout``) function."""
+        batch = batch if self.static_batch else None
+        key = (label, batch)
+        if key in self._functions:
+            return self._functions[key]
         graph, dtype = self._graph, self.options.dtype
+        x, y, masks = self._inputs(batch)
         with self._pytensor.config.change_flags(floatX=dtype):
-            if label == "predict":
-                output, _ = graph.forward(self.spec, self._shared, self._x, None)
-                function = self._compile(label, [self._x], output)
+            if label == "train":
+                function = self._compile_train(batch)
+            elif label == "predict":
+                output, _ = graph.forward(self.spec, self._shared, x, None)
+                function = self._compile(label, [x], output)
             else:
                 with_masks = label == "grads"
-                output, _ = graph.forward(self.spec, self._shared, self._x, self._masks if with_masks else None)
-                loss = self._objective(output)
+                output, _ = graph.forward(self.spec, self._shared, x, masks if with_masks else None)
+                loss = self._objective(output, y)
                 grads = self._pytensor.grad(loss, list(self._shared.values()))
-                inputs = [self._x, self._y] + (self._masks if with_masks else [])
+                inputs = [x, y] + (masks if with_masks else [])
                 function = self._compile(label, inputs, [loss, *grads])
-        self._functions[label] = function
+        self._functions[key] = function
         return function
 
     # Steps ----------------------------------------------------------------
@@ -133,9 +154,10 @@ class TheanoAdapter(Adapter):
 
     def train_step(self, x, y, masks):
         x, y = self._batch(x, y)
+        train = self._function("train", len(x))
         if self.options.dropout_mode == "exact" and self._masks:
-            return self._functions["train"](x, y, *self._mask_arrays(masks))
-        return self._functions["train"](x, y)
+            return train(x, y, *self._mask_arrays(masks))
+        return train(x, y)
 
     def to_float(self, loss) -> float:
         return float(np.asarray(loss))
@@ -147,14 +169,14 @@ class TheanoAdapter(Adapter):
 
     def predict(self, x):
         x = np.asarray(x, dtype=self.options.dtype)
-        return np.asarray(self._function("predict")(x))
+        return np.asarray(self._function("predict", len(x))(x))
 
     def loss_and_grads(self, x, y, masks):
         x, y = self._batch(x, y)
         if masks is not None and self._masks:
-            loss, *grads = self._function("grads")(x, y, *self._mask_arrays(masks))
+            loss, *grads = self._function("grads", len(x))(x, y, *self._mask_arrays(masks))
         else:
-            loss, *grads = self._function("grads_nodropout")(x, y)
+            loss, *grads = self._function("grads_nodropout", len(x))(x, y)
         return float(loss), {key: np.asarray(g) for key, g in zip(self._shared, grads)}
 
     def device_name(self) -> str:
@@ -163,7 +185,7 @@ class TheanoAdapter(Adapter):
     def describe(self) -> dict:
         pytensor = getattr(self, "_pytensor", None)
         info = {"linker": self.linker, "dropout_mode": self.options.dropout_mode}
-        if self.linker == "numba":
+        if self.linker == "numba" or self.static_batch:
             # Numba compiles the graph on the first call, so the harness's first step carries that compile.
             info["compile_on_first_call"] = True
         if "train" in self.compile_s:
@@ -187,3 +209,4 @@ class TheanoNumbaAdapter(TheanoAdapter):
 class TheanoJaxAdapter(TheanoAdapter):
     name = "theano-jax"
     linker = "jax"
+    static_batch = True

@@ -22,20 +22,23 @@ def shared_params(spec: ModelSpec, params: dict[str, np.ndarray], dtype: str) ->
     return shared
 
 
-def input_variables(spec: ModelSpec, dtype: str):
-    """Symbolic batch inputs and targets (integer labels, or floats of the output's shape)."""
+def input_variables(spec: ModelSpec, dtype: str, batch: int | None = None):
+    """Symbolic batch inputs and targets (integer labels, or floats of the output's shape).
+
+    ``batch`` fixes the batch dimension in the variable's type; None leaves it open.
+    """
     shapes = spec.shapes()
-    x = pt.tensor("x", dtype=dtype, shape=(None, *shapes[0]))
+    x = pt.tensor("x", dtype=dtype, shape=(batch, *shapes[0]))
     if isinstance(spec.loss, T.SquaredError):
-        y = pt.tensor("y", dtype=dtype, shape=(None, *shapes[-1]))
+        y = pt.tensor("y", dtype=dtype, shape=(batch, *shapes[-1]))
     else:
-        y = pt.lvector("y")
+        y = pt.tensor("y", dtype="int64", shape=(batch,))
     return x, y
 
 
-def mask_variables(spec: ModelSpec, dtype: str) -> list:
+def mask_variables(spec: ModelSpec, dtype: str, batch: int | None = None) -> list:
     return [
-        pt.tensor(f"mask_{layer.name}", dtype=dtype, shape=(None, *shape))
+        pt.tensor(f"mask_{layer.name}", dtype=dtype, shape=(batch, *shape))
         for layer, shape in spec.dropout_layers()
     ]
 
@@ -63,7 +66,7 @@ def forward(spec: ModelSpec, shared: dict, x, dropout):
         elif isinstance(layer, L.MaxPool2D):
             h = B.max_pool2d(h, layer, in_shape, out_shape)
         elif isinstance(layer, L.Flatten):
-            h = B.flatten(h)
+            h = B.flatten(h, in_shape)
         elif isinstance(layer, L.SimpleRNN):
             h = B.simple_rnn(h, layer, params)
         elif isinstance(layer, L.Dropout):

@@ -109,8 +109,9 @@ def max_pool2d(x, layer: L.MaxPool2D, input_shape, output_shape):
     return pt.switch(one_hot, windows, pt.zeros_like(windows)).sum(axis=2)
 
 
-def flatten(x):
-    return x.reshape((x.shape[0], -1))
+def flatten(x, input_shape):
+    # A constant feature count with -1 for the batch keeps the shape static, which the JAX linker needs.
+    return x.reshape((-1, int(np.prod(input_shape))))
 
 
 def dropout(x, mask):
