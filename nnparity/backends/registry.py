@@ -56,6 +56,7 @@ class BackendInfo:
     probe: Callable[[], Availability] | None = None
     default: bool = True
     plugin: str = ""
+    one_dtype_per_process: bool = False
 
     def availability(self) -> Availability:
         if self.probe is not None:

@@ -91,8 +91,12 @@ class Context:
         self.reference_class = reference_class
         self.dtype = dtype
         self.tolerance = TOLERANCE if dtype == "float64" else FLOAT32_TOLERANCE
-        # Dtypes the init checks load parameters in: both, unless float64 is rejected.
+        # Dtypes the init checks load parameters in: both, unless float64 is rejected
+        # or the process may use only one (see BackendInfo.one_dtype_per_process).
         self.dtypes = ("float64", "float32") if dtype == "float64" else ("float32",)
+        only = os.environ.get(ONLY_DTYPE_VARIABLE)
+        if only:
+            self.dtypes = tuple(d for d in self.dtypes if d == only)
 
     def make(self, spec, params=None, dtype=None, **options):
         return self._build(self.adapter_class, spec, params, dtype or self.dtype, options)
@@ -196,11 +200,19 @@ def _rejects_float64(adapter_class, info: BackendInfo) -> bool:
 
 
 _SUBPROCESS_RESULTS: dict[tuple, dict[str, CheckResult]] = {}
+ONLY_DTYPE_VARIABLE = "NNPARITY_CONFORMANCE_DTYPE"
 
 
-def run_checks_in_subprocess(info: BackendInfo, checks: list[str], python_path=None) -> dict[str, CheckResult]:
-    """Run ``checks`` for ``info`` in one worker process with the backend's environment and interpreter."""
+def run_checks_in_subprocess(
+    info: BackendInfo, checks: list[str], python_path=None, only_dtype: str | None = None
+) -> dict[str, CheckResult]:
+    """Run ``checks`` for ``info`` in one worker process with the backend's environment and interpreter.
+
+    ``only_dtype`` limits the process to one float type, for frameworks that fix it at import.
+    """
     env = dict(os.environ)
+    if only_dtype:
+        env[ONLY_DTYPE_VARIABLE] = only_dtype
     env.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
     env.update(info.environment)
     if python_path:
@@ -231,14 +243,21 @@ def run_check(backend, check: str, python_path=None, batch=None) -> CheckResult:
     info = _resolve(backend)
     if not needs_subprocess(info) and not python_path:
         return run_check_here(info, check)
-    cached = _SUBPROCESS_RESULTS.setdefault((info.name, info.adapter, tuple(python_path or ())), {})
+    only_dtype = None
+    if info.one_dtype_per_process:
+        only_dtype = "float32" if check == "dtype:float32" else "float64"
+    cached = _SUBPROCESS_RESULTS.setdefault((info.name, info.adapter, tuple(python_path or ()), only_dtype), {})
     if check not in cached:
         availability = info.availability()
         if not availability.available:
             return CheckResult(info.name, check, "skipped", availability.reason)
         pending = [c for c in (batch or CHECKS) if c not in cached]
+        if only_dtype == "float32":
+            pending = ["dtype:float32"]
+        elif only_dtype == "float64":
+            pending = [c for c in pending if c != "dtype:float32"]
         cached.update(run_checks_in_subprocess(info, pending if check in pending else [check, *pending],
-                                               python_path))
+                                               python_path, only_dtype))
     return cached[check]
 
 

@@ -32,6 +32,24 @@ class MaskMultiply(keras.layers.Layer):
         return h * mask
 
 
+class SpecLeakyReLU(keras.layers.Layer):
+    """``x`` where ``x > 0``, else ``slope * x``, with the slope in ``x``'s dtype.
+
+    Not ``keras.layers.LeakyReLU`` (keras 3.15.1): on the TensorFlow backend it
+    calls ``tf.nn.leaky_relu``, whose slope is a float32 op attribute (0.1
+    became 0.10000000149 in float64 runs), and on the JAX backend its
+    gradient at 0 is 1, where the spec says the slope.
+    """
+
+    def __init__(self, negative_slope: float, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_slope = negative_slope
+
+    def call(self, inputs):
+        slope = ops.convert_to_tensor(self.negative_slope, dtype=inputs.dtype)
+        return ops.where(inputs > 0, inputs, slope * inputs)
+
+
 class ConstantPadding2D(keras.layers.Layer):
     """Pad the spatial axes of an NHWC tensor with a constant (-inf before max pooling)."""
 
@@ -157,7 +175,7 @@ class KerasNetwork:
     def _leaky(layer):
         if layer.activation != "leaky_relu":
             return []
-        return [keras.layers.LeakyReLU(negative_slope=layer.negative_slope, name=f"{layer.name}_leaky")]
+        return [SpecLeakyReLU(layer.negative_slope, name=f"{layer.name}_leaky")]
 
     def _apply(self, x, mask_inputs, training_graph: bool):
         h = x

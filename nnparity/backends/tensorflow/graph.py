@@ -29,7 +29,10 @@ def activate(x, activation: str, negative_slope: float | None):
         # ReluGrad passes the gradient only where x > 0, so the gradient at 0 is 0, as in torch.
         return tf.nn.relu(x)
     if activation == "leaky_relu":
-        return tf.nn.leaky_relu(x, alpha=negative_slope)
+        # Not tf.nn.leaky_relu: its alpha is a float32 op attribute, so a slope of 0.1
+        # becomes 0.10000000149 in float64 runs. Here the slope has x's dtype, and
+        # the gradient at x == 0 is the slope, as in the spec.
+        return tf.where(x > 0, x, tf.constant(negative_slope, x.dtype) * x)
     raise UnsupportedSpec(f"activation {activation!r} is not supported by the tensorflow backend")
 
 
@@ -67,7 +70,10 @@ class Network:
                 dropout_index += 1
             else:
                 h = getattr(self, f"_{layer.kind}")(h, layer)
-        if self.layout.output_order is not None:
+        # Outputs leave canonical, so squared-error targets and predictions need no conversion outside.
+        if self.layout.image_output:
+            h = tf.transpose(h, [0, 3, 1, 2])
+        elif self.layout.output_order is not None:
             h = tf.gather(h, np.argsort(self.layout.output_order), axis=1)
         return h
 

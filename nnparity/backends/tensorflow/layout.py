@@ -33,7 +33,10 @@ class ChannelsLastLayout:
     backend kernel is canonical row ``order[i]``. ``mask_orders`` has one entry
     per Dropout layer: ``"image"`` (transpose NCHW to NHWC), an order array for
     a permuted flat vector, or None (same layout). ``output_order`` is set when
-    the model's last output is such a permuted vector.
+    the model's last output is such a permuted vector; ``image_output`` when
+    it is a feature map (the spec ends in a conv or pool layer), which the
+    model computes NHWC and the contract wants NCHW, like squared-error
+    targets of that shape.
     """
 
     row_orders: dict[str, np.ndarray] = field(default_factory=dict)
@@ -41,6 +44,7 @@ class ChannelsLastLayout:
     mask_orders: list[object] = field(default_factory=list)
     output_order: np.ndarray | None = None
     image_input: bool = False
+    image_output: bool = False
 
     # Parameters -----------------------------------------------------------
 
@@ -74,16 +78,29 @@ class ChannelsLastLayout:
         return np.ascontiguousarray(mask[:, order])
 
     def output_to_canonical(self, outputs: np.ndarray) -> np.ndarray:
+        if self.image_output:
+            return np.ascontiguousarray(outputs.transpose(0, 3, 1, 2))
         if self.output_order is None:
             return outputs
         out = np.empty_like(outputs)
         out[:, self.output_order] = outputs
         return out
 
+    def target_to_backend(self, y: np.ndarray) -> np.ndarray:
+        """Float targets (squared error) in the layout of the model's output; labels pass unchanged."""
+        if y.dtype.kind != "f":
+            return y
+        if self.image_output:
+            return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+        if self.output_order is not None:
+            return np.ascontiguousarray(y[:, self.output_order])
+        return y
+
 
 def channels_last_layout(spec: ModelSpec) -> ChannelsLastLayout:
     """Walk the spec once and record every conversion a channels-last model needs."""
-    layout = ChannelsLastLayout(image_input=len(spec.layers[0].shape) == 3)
+    shapes = spec.shapes()
+    layout = ChannelsLastLayout(image_input=len(shapes[0]) == 3, image_output=len(shapes[-1]) == 3)
     inputs = spec.input_shapes()
     order = None  # the row order of the current flat vector, when it is permuted
 

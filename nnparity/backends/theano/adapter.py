@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from nnparity.backends.base import Adapter, RunOptions, UnsupportedSpec
+from nnparity.backends.base import Adapter, BackendUnavailable, RunOptions, UnsupportedSpec
 from nnparity.backends.theano import environment, symbolic
 from nnparity.specs import ModelSpec
 from nnparity.specs import training as T
@@ -36,8 +36,9 @@ class TheanoAdapter(Adapter):
         if options.dtype not in ("float32", "float64"):
             raise UnsupportedSpec(f"dtype {options.dtype!r} is not supported by the {self.name} backend")
         if options.device != "cpu":
-            raise UnsupportedSpec(
-                f"device {options.device!r} is not supported by the {self.name} backend; PyTensor runs on cpu here"
+            raise BackendUnavailable(
+                f"device {options.device!r} is not available to the {self.name} backend: "
+                "nnparity runs PyTensor on the CPU only; request --devices cpu"
             )
         if options.dropout_mode not in ("exact", "native"):
             raise ValueError(f"dropout_mode must be 'exact' or 'native', got {options.dropout_mode!r}")

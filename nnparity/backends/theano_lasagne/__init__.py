@@ -59,9 +59,11 @@ register(BackendInfo(
     "theano-lasagne", "nnparity.backends.theano_lasagne.adapter:LasagneAdapter", ("Theano", "Lasagne"),
     "Theano 1.0.5 + Lasagne 0.1 with first-maximum pooling and switch ReLU (legacy environment)",
     install_hint=CREATE_COMMAND, interpreter=legacy_python, probe=probe,
+    one_dtype_per_process=True,
 ))
 register(BackendInfo(
     "theano-lasagne-stock", "nnparity.backends.theano_lasagne.adapter:LasagneStockAdapter", ("Theano", "Lasagne"),
     "Theano 1.0.5 + Lasagne 0.1 stock layers: tied maxima share the pooling gradient, rectify'(0) = 0.5",
     variant="stock", install_hint=CREATE_COMMAND, interpreter=legacy_python, probe=probe, default=False,
+    one_dtype_per_process=True,
 ))
