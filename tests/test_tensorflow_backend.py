@@ -123,6 +123,24 @@ def test_binary_adder_rnn_matches_numpy(backend):
     assert_same_training(backend, get_spec("binary-adder-rnn"), data.x_train.astype(np.float64), data.y_train, 25)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_image_output_and_targets_are_canonical(backend):
+    # A spec ending in a pool outputs a feature map: predict returns NCHW and
+    # squared-error targets arrive NCHW, although the model runs NHWC.
+    spec = ModelSpec(
+        name="image-regression", dataset="none",
+        layers=[Input(shape=(2, 6, 5)), Conv2D(filters=3, kernel_size=(3, 3), padding="same", activation="tanh",
+                                               weight_init=GlorotUniform(), bias_init=Constant(value=0.1)),
+                MaxPool2D(pool_size=(2, 2))],
+        loss=SquaredError(reduction="mean"), optimizer=SGD(learning_rate=0.5),
+        schedule=Schedule(batch_size=4, steps=3),
+    ).validate()
+    rng = np.random.RandomState(2)
+    x, y = rng.standard_normal((12, 2, 6, 5)), rng.uniform(size=(12, 3, 3, 2))
+    assert make_adapter(backend, spec).predict(x).shape == (12, 3, 3, 2)
+    assert_same_training(backend, spec, x, y, steps=3)
+
+
 OPTIMIZERS = {
     "sgd": SGD(learning_rate=0.05),
     "momentum-torch": Momentum(learning_rate=0.05, momentum=0.9, nesterov=False, form="torch"),
