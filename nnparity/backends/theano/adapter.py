@@ -44,6 +44,7 @@ class TheanoAdapter(Adapter):
             raise ValueError(f"dropout_mode must be 'exact' or 'native', got {options.dropout_mode!r}")
         self.compile_s: dict[str, float] = {}
         self._functions: dict[str, object] = {}
+        self._last_loss = None
 
     # Lifecycle ------------------------------------------------------------
 
@@ -157,11 +158,24 @@ class TheanoAdapter(Adapter):
         x, y = self._batch(x, y)
         train = self._function("train", len(x))
         if self.options.dropout_mode == "exact" and self._masks:
-            return train(x, y, *self._mask_arrays(masks))
-        return train(x, y)
+            self._last_loss = train(x, y, *self._mask_arrays(masks))
+        else:
+            self._last_loss = train(x, y)
+        return self._last_loss
 
     def to_float(self, loss) -> float:
         return float(np.asarray(loss))
+
+    def sync(self) -> None:
+        # The JAX linker returns JAX arrays while XLA may still be running the
+        # step (asynchronous dispatch), so the loss and the updated parameters
+        # are waited for. The C and Numba linkers return finished NumPy values.
+        if hasattr(self._last_loss, "block_until_ready"):
+            self._last_loss.block_until_ready()
+            for variable in self._shared.values():
+                value = variable.get_value(borrow=True)
+                if hasattr(value, "block_until_ready"):
+                    value.block_until_ready()
 
     # Inspection -----------------------------------------------------------
 

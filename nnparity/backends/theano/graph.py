@@ -68,7 +68,7 @@ def forward(spec: ModelSpec, shared: dict, x, dropout):
         elif isinstance(layer, L.Flatten):
             h = B.flatten(h, in_shape)
         elif isinstance(layer, L.SimpleRNN):
-            h = B.simple_rnn(h, layer, params)
+            h = B.simple_rnn(h, layer, params, in_shape)
         elif isinstance(layer, L.Dropout):
             if isinstance(dropout, list):
                 h = B.dropout(h, dropout[dropout_index])

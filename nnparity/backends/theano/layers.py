@@ -79,7 +79,7 @@ def conv2d(x, layer: L.Conv2D, params: dict, input_shape, output_shape):
     patches = pt.stack(window_slices(xp, (kh, kw), stride, (out_h, out_w)), axis=2)
 
     # Column order (channel, kernel row, kernel column) matches W.reshape(filters, -1).
-    n = x.shape[0]
+    n = batch_size(x)
     columns = patches.reshape((n, channels * kh * kw, out_h * out_w)).dimshuffle(0, 2, 1)
     columns = columns.reshape((n * out_h * out_w, channels * kh * kw))
     z = pt.dot(columns, W.reshape((filters, channels * kh * kw)).T)
@@ -109,9 +109,13 @@ def max_pool2d(x, layer: L.MaxPool2D, input_shape, output_shape):
     return pt.switch(one_hot, windows, pt.zeros_like(windows)).sum(axis=2)
 
 
+def batch_size(x):
+    """The batch dimension: a constant when the input type fixes it (the JAX linker needs static shapes)."""
+    return x.type.shape[0] if x.type.shape[0] is not None else x.shape[0]
+
+
 def flatten(x, input_shape):
-    # A constant feature count with -1 for the batch keeps the shape static, which the JAX linker needs.
-    return x.reshape((-1, int(np.prod(input_shape))))
+    return x.reshape((batch_size(x), int(np.prod(input_shape))))
 
 
 def dropout(x, mask):
@@ -127,18 +131,23 @@ def random_dropout_mask(rng, x, rate: float):
     return next_rng, pt.cast(keep, x.dtype) * scale
 
 
-def simple_rnn(x, layer: L.SimpleRNN, params: dict):
-    """Elman recurrence over ``(N, T, F)`` with ``h_0 = 0``, as one ``scan``; returns ``(N, T, units)``."""
+def simple_rnn(x, layer: L.SimpleRNN, params: dict, input_shape):
+    """Elman recurrence over ``(N, T, F)`` with ``h_0 = 0``, as one ``scan``; returns ``(N, T, units)``.
+
+    Shapes come from the spec, not from ``x.shape``, so that the JAX linker sees static shapes.
+    """
     W_in, W_rec = params["W_in"], params["W_rec"]
+    steps, features = input_shape
+    batch = batch_size(x)
     steps_first = x.dimshuffle(1, 0, 2)
-    driven = pt.dot(steps_first.reshape((-1, x.shape[2])), W_in)
-    driven = driven.reshape((x.shape[1], x.shape[0], W_in.shape[1]))
+    driven = pt.dot(steps_first.reshape((steps * batch, features)), W_in)
+    driven = driven.reshape((steps, batch, layer.units))
     if "b" in params:
         driven = driven + params["b"]
 
     def step(drive, h_prev):
         return activation(drive + pt.dot(h_prev, W_rec), layer.activation)
 
-    h0 = pt.zeros((x.shape[0], W_in.shape[1]), dtype=x.dtype)
+    h0 = pt.zeros_like(driven[0])
     hidden = pytensor.scan(step, sequences=[driven], outputs_info=[h0], return_updates=False)
     return hidden.dimshuffle(1, 0, 2)
