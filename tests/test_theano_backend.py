@@ -273,6 +273,20 @@ def test_jax_linker_matches_numpy():
     assert adapter.describe()["linker"] == "jax"
 
 
+def test_jax_linker_sync_waits_for_step():
+    # The JAX linker dispatches asynchronously: without a blocking sync the
+    # harness would time only the dispatch of each step.
+    pytest.importorskip("jax")
+    spec = get_spec("moons-mlp")
+    data = load_dataset("moons", spec.dataset_options)
+    adapter = make_adapter("theano-jax", spec, dtype="float64")
+    loss = adapter.train_step(data.x_train, data.y_train, None)
+    adapter.sync()
+    assert loss.is_ready()
+    for key, variable in adapter._shared.items():
+        assert variable.get_value(borrow=True).is_ready(), key
+
+
 @pytest.mark.slow
 def test_numba_linker_matches_numpy():
     pytest.importorskip("numba")
