@@ -10,8 +10,11 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import sys
+
+from nnparity.cli_display import FetchProgress, ProgressDisplay, print_results
 
 log = logging.getLogger("nnparity")
 
@@ -36,30 +39,34 @@ def cmd_list(args) -> int:
     from nnparity.datasets import DATASETS, dataset_status
     from nnparity.models import WORKLOADS
 
+    check_data_dir(args.data_dir)
+    backends = all_backends()
+    # One width for the name column of all three sections, so the columns line up for long names too.
+    width = max(len(name) for name in [*WORKLOADS, *DATASETS, *backends]) + 1
     print("Models:")
     for name, workload in WORKLOADS.items():
         present, detail = dataset_status(workload.dataset, args.data_dir) if workload.dataset in DATASETS \
             else (False, f"no loader for dataset {workload.dataset!r} in this nnparity")
         mark = "present" if present else "MISSING"
         suite = "" if workload.in_default_suite else " (not in the default suite)"
-        print(f"  {name:18} {workload.summary}{suite}")
-        print(f"  {'':18} data {workload.dataset}: {mark}: {detail}")
+        print(f"  {name:{width}} {workload.summary}{suite}")
+        print(f"  {'':{width}} data {workload.dataset}: {mark}: {detail}")
 
     print("\nDatasets:")
     for name, info in DATASETS.items():
         present, detail = dataset_status(name, args.data_dir)
-        print(f"  {name:16} {'present' if present else 'MISSING':8} {info.summary}")
-        print(f"  {'':16} {detail}")
+        print(f"  {name:{width}} {'present' if present else 'MISSING':8} {info.summary}")
+        print(f"  {'':{width}} {detail}")
 
     print("\nBackends:")
-    for name, info in all_backends().items():
+    for name, info in backends.items():
         availability = info.availability()
         versions = ", ".join(f"{k} {v}" for k, v in availability.versions.items())
         state = "available" if availability.available else "unavailable"
         default = "" if info.default else " (not run by default)"
-        print(f"  {name:18} {state:11} {versions}{default}")
+        print(f"  {name:{width}} {state:11} {versions}{default}")
         if not availability.available:
-            print(f"  {'':18} {availability.reason}")
+            print(f"  {'':{width}} {availability.reason}")
     return 0
 
 
@@ -81,6 +88,8 @@ def resolve_models(requested: str | None, data_dir: str | None) -> list[str]:
                 log.info("default suite: leaving out %s, its dataset %s is not present", name, workload.dataset)
         return chosen
 
+    if not split_list(requested):
+        raise UsageError(f"invalid --models {requested!r}: name at least one model; see `nnparity list`")
     names = []
     for item in split_list(requested):
         expanded = list(getattr(models, MODEL_ALIASES[item])) if item in MODEL_ALIASES else [item]
@@ -110,38 +119,97 @@ def resolve_backends(requested: str | None) -> list:
 
 
 def start_output(out_dir: str) -> None:
-    """Create ``out_dir`` and move an earlier ``runs.jsonl`` aside, so the report covers this suite only."""
-    from nnparity.harness.results import RUNS_FILE
+    """Create ``out_dir`` and move an earlier suite's results into its history, so the report covers this suite only."""
+    from nnparity.harness.output import OutputDirError, archive_previous, prepare_out_dir
 
-    os.makedirs(out_dir, exist_ok=True)
-    runs = os.path.join(out_dir, RUNS_FILE)
-    if os.path.exists(runs):
-        previous = os.path.join(out_dir, "runs.previous.jsonl")
-        os.replace(runs, previous)
-        log.warning("moved the earlier %s to %s", runs, previous)
+    try:
+        prepare_out_dir(out_dir)
+    except OutputDirError as error:
+        raise UsageError(str(error)) from None
+    archive_previous(out_dir)
+
+
+def check_data_dir(data_dir: str | None, option: str = "--data-dir") -> None:
+    """Reject an explicit data directory that is missing or a file; the default one is created when needed."""
+    if data_dir is None:
+        return
+    if os.path.isfile(data_dir):
+        raise UsageError(f"invalid {option} {data_dir!r}: it is a file, not a directory")
+    if not os.path.isdir(data_dir):
+        raise UsageError(
+            f"invalid {option} {data_dir!r}: the directory does not exist; create it and put the dataset files "
+            "there, or leave the option out to use $NNPARITY_DATA_DIR or ~/.cache/nnparity/data"
+        )
+
+
+DEVICE_PATTERN = re.compile(r"cpu|gpu(:\d+)?")
+
+
+def check_devices(text: str) -> list[str]:
+    devices = split_list(text)
+    if not devices:
+        raise UsageError(f"invalid --devices {text!r}: name at least one device, for example cpu")
+    for device in devices:
+        if not DEVICE_PATTERN.fullmatch(device):
+            raise UsageError(f"invalid --devices value {device!r}; use cpu, gpu or gpu:N (N the GPU index)")
+    return devices
+
+
+def check_schedule(name: str) -> str:
+    from nnparity.harness.plan import SCHEDULE_NAMES
+
+    if name not in SCHEDULE_NAMES:
+        raise UsageError(f"invalid --schedule {name!r}; use {', '.join(SCHEDULE_NAMES[:-1])} or {SCHEDULE_NAMES[-1]}")
+    return name
+
+
+def load_specs(paths: list[str], models: list[str]) -> list:
+    """Read the ``--spec`` files; reject an invalid one, or a name that a built-in or another spec already has."""
+    from nnparity.harness.plan import load_spec_file
+    from nnparity.models import WORKLOADS
+    from nnparity.specs import SpecError
+
+    specs = []
+    for path in [p for item in paths for p in split_list(item)]:
+        try:
+            spec = load_spec_file(path)
+        except SpecError as error:
+            raise UsageError(str(error)) from None
+        if spec.name in WORKLOADS:
+            raise UsageError(f"spec file {path}: the name {spec.name!r} is a built-in model's; give the spec another name")
+        if spec.name in models or any(other.name == spec.name for other in specs):
+            raise UsageError(f"spec file {path}: another spec of this run is also named {spec.name!r}; rename one")
+        specs.append(spec)
+    return specs
 
 
 def cmd_run(args) -> int:
     from nnparity.harness import environment as env_capture
     from nnparity.harness.plan import plan_jobs, prepare_inputs
+    from nnparity.harness.results import read_records
     from nnparity.harness.runner import run_suite
     from nnparity.report import ENVIRONMENT_FILE, write_report
 
-    models = resolve_models(args.models, args.data_dir)
+    check_data_dir(args.data_dir)
+    # Spec files alone run only themselves; the default suite runs when neither option names a model.
+    models = resolve_models(args.models, args.data_dir) if args.models is not None or not args.spec else []
+    specs = load_specs(args.spec, models)
     backends = resolve_backends(args.backends)
     dtypes = split_list(args.dtype)
     bad = [d for d in dtypes if d not in ("float32", "float64")]
     if bad or not dtypes:
         invalid = bad[0] if bad else args.dtype
         raise UsageError(f"invalid dtype {invalid!r}; use float32, float64 or both, comma-separated")
-    if not models:
+    if not models and not specs:
         raise UsageError("no model to run: no default model has its data present; see `nnparity list`")
     for option, value in (("--threads", args.threads), ("--repeats", args.repeats), ("--max-steps", args.max_steps),
                           ("--timeout", args.timeout)):
         if value is not None and value <= 0:
             raise UsageError(f"invalid {option} {value:g}: it must be positive")
-    if not split_list(args.devices):
-        raise UsageError(f"invalid --devices {args.devices!r}: name at least one device, for example cpu")
+    devices = check_devices(args.devices)
+    check_schedule(args.schedule)
+    if specs:
+        log.info("spec files run their own schedules; --schedule applies to built-in models only")
 
     start_output(args.out)
     command = "nnparity " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -150,7 +218,7 @@ def cmd_run(args) -> int:
         json.dump(environment, handle, indent=2)
 
     jobs = plan_jobs(
-        models, backends, devices=split_list(args.devices), dtypes=dtypes, repeats=args.repeats,
+        models + specs, backends, devices=devices, dtypes=dtypes, repeats=args.repeats,
         threads=args.threads, data_dir=args.data_dir, max_steps=args.max_steps, schedule_name=args.schedule,
         dropout_mode=args.dropout, timeout_s=args.timeout,
     )
@@ -160,7 +228,7 @@ def cmd_run(args) -> int:
     with ProgressDisplay(len(jobs), enabled=not args.no_progress) as display:
         suite = run_suite(jobs, args.out, environment, {b.name: b for b in backends}, display.handle)
 
-    written = write_report(args.out)
+    written = write_report(args.out, records=read_records(args.out))
     print_results(suite.records)
     print(f"\nReport: {written['markdown']} and {written['html']}")
     if suite.interrupted:
@@ -169,74 +237,20 @@ def cmd_run(args) -> int:
     return EXIT_FAILED if any(r.status == "failed" for r in suite.records) else 0
 
 
-class ProgressDisplay:
-    """Two tqdm bars: runs of the suite, and steps of the current run."""
-
-    def __init__(self, count: int, enabled: bool = True):
-        self.count, self.enabled = count, enabled
-        self.runs = self.steps = None
-
-    def __enter__(self):
-        if self.enabled:
-            from tqdm import tqdm
-
-            self.tqdm = tqdm
-            self.runs = tqdm(total=self.count, desc="runs", unit="run", position=0)
-        return self
-
-    def handle(self, event) -> None:
-        if not self.enabled:
-            return
-        if event.kind == "start":
-            self.runs.set_postfix_str(event.job.run_id.rsplit(".", 1)[0])
-            self.steps = self.tqdm(total=0, desc="train", unit="step", position=1, leave=False)
-        elif event.kind == "progress" and self.steps is not None:
-            if event.phase != self.steps.desc:
-                # Evaluation counts samples, not steps: restart the bar under its own label.
-                self.steps.reset(total=event.total)
-                self.steps.set_description_str(event.phase)
-                self.steps.unit = "sample" if event.phase == "eval" else "step"
-            self.steps.total = event.total
-            self.steps.update(event.step - self.steps.n)
-        elif event.kind == "end":
-            if self.steps is not None:
-                self.steps.close()
-                self.steps = None
-            self.runs.update(1)
-
-    def __exit__(self, *exc):
-        for bar in (self.steps, self.runs):
-            if bar is not None:
-                bar.close()
-        return False
-
-
-def print_results(records) -> None:
-    from nnparity.report import tables
-
-    columns = ("backend", "dtype", "status", "test acc", "final loss", "step median [q1-q3]", "train total",
-               "max rel. loss diff vs numpy")
-    picks = [tables.COLUMNS.index(c) for c in columns]
-    for model in tables.models_in_order(records):
-        rows = [[row[i] for i in picks] for row in tables.model_rows(model, records)]
-        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-        print(f"\n{model}")
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-        for row in rows:
-            print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-    for record in tables.problem_runs(records):
-        print(f"{record.status}: {record.run_id}: {tables.short_reason(record.reason)}")
-
-
 # nnparity report / compare / data --------------------------------------------------
 
 
 def cmd_report(args) -> int:
-    from nnparity.harness.results import read_records
+    from nnparity.harness.results import RUNS_FILE, read_records
     from nnparity.report import write_report
 
-    written = write_report(args.dir)
-    print_results(read_records(args.dir))
+    records = read_records(args.dir)
+    written = write_report(args.dir, records=records)
+    if not records:
+        print(f"nnparity: error: no runs in {os.path.join(args.dir, RUNS_FILE)}: the file contains no records; "
+              f"run `nnparity run --out {args.dir}` to add runs", file=sys.stderr)
+        return EXIT_FAILED
+    print_results(records)
     print(f"\nWrote {', '.join(written.values())}")
     return 0
 
@@ -252,32 +266,27 @@ def cmd_compare(args) -> int:
 def cmd_data_list(args) -> int:
     from nnparity.datasets import DATASETS, dataset_status, default_data_dir
 
+    check_data_dir(args.data_dir)
     print(f"Data directory: {default_data_dir(args.data_dir)}")
+    width = max(len(name) for name in DATASETS) + 1
     for name, info in DATASETS.items():
         present, detail = dataset_status(name, args.data_dir)
         fetch = " (fetchable)" if info.fetchable else ""
-        print(f"  {name:16} {'present' if present else 'MISSING':8} {detail}{fetch}")
+        print(f"  {name:{width}} {'present' if present else 'MISSING':8} {detail}{fetch}")
     return 0
 
 
 def cmd_data_fetch(args) -> int:
-    from tqdm import tqdm
-
     from nnparity.datasets import fetch_dataset
-    from nnparity.datasets.fetch import FetchError
+    from nnparity.datasets.fetch import SOURCES, FetchError
 
-    bar = tqdm(desc=args.name, unit="B", unit_scale=True, disable=args.no_progress)
-
-    def progress(done: int, total: int | None) -> None:
-        if done < bar.n:  # the next file started
-            bar.reset()
-        if total is not None and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-
+    if args.name not in SOURCES:
+        raise UsageError(f"no standard download for dataset {args.name!r}; fetchable datasets: {', '.join(SOURCES)}")
+    bar = FetchProgress(args.name, enabled=not args.no_progress)
     try:
-        paths = fetch_dataset(args.name, data_dir=args.data_dir, base_url=args.base_url, progress=progress)
+        paths = fetch_dataset(args.name, data_dir=args.data_dir, base_url=args.base_url, progress=bar.update)
     except FetchError as error:
+        bar.close()  # before the message, so the bar does not redraw after it
         print(f"nnparity: error: fetching {args.name} failed: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:
@@ -304,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the suite and write runs.jsonl, summary.csv and the reports")
     run.add_argument("--models", help="comma-separated models (moons-sweep = every moons-mlp hidden size); "
                      "default: the default suite where its data is present")
+    run.add_argument("--spec", action="append", default=[], metavar="FILE",
+                     help="a model spec file (.toml or .json) to run under its own name; repeatable or "
+                          "comma-separated; without --models, only the spec files run")
     run.add_argument("--backends", help="comma-separated backends; default: every available default backend")
     run.add_argument("--devices", default="cpu", help="comma-separated devices (default: cpu)")
     run.add_argument("--dtype", default="float32", help="float32, float64 or both, comma-separated (default: float32)")
@@ -313,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=2, help="CPU threads per run (default: 2)")
     run.add_argument("--repeats", type=int, default=1, help="runs per combination (default: 1)")
     run.add_argument("--max-steps", type=int, help="cut every schedule to at most this many steps")
-    run.add_argument("--schedule", default="tutorial", help="tutorial (default), or long/short where a model has it")
+    run.add_argument("--schedule", default="tutorial",
+                     help="tutorial (default), long or short; a model without the requested one runs its tutorial "
+                          "schedule")
     run.add_argument("--dropout", choices=("exact", "native"), default="exact",
                      help="exact: the harness supplies the masks (default); native: each framework draws them")
     run.add_argument("--timeout", type=float,
@@ -367,7 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # inside the try, so a closed pipe raises here and not at exit
+        return status
+    except BrokenPipeError:
+        # The reader of our output (`nnparity list | head`) exited: point stdout at /dev/null so that the
+        # flush at exit does not raise again, and end quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UsageError as error:
         print(f"nnparity: error: {error}", file=sys.stderr)
         return EXIT_USAGE

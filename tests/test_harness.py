@@ -1,5 +1,6 @@
 """The harness: planning, shared inputs, worker processes, failure handling and the results store."""
 
+import datetime
 import json
 import math
 import os
@@ -10,14 +11,17 @@ import pytest
 
 from nnparity.backends.registry import BackendInfo, get_backend
 from nnparity.harness import inputs, schedule
-from nnparity.harness.plan import BASELINE_BACKEND, plan_jobs, prepare_inputs
+from nnparity.harness.labels import LabelMismatch, LabelSummary
+from nnparity.harness.output import OutputDirError, archive_previous, prepare_out_dir
+from nnparity.harness.plan import BASELINE_BACKEND, load_spec_file, plan_jobs, prepare_inputs
 from nnparity.harness.results import RUNS_FILE, SCHEMA_VERSION, RunRecord, read_records
 from nnparity.harness.runner import run_suite
 from nnparity.harness.worker import run_job, warmup_count
 from nnparity.models import get_spec
-from nnparity.specs import SGD, Schedule
+from nnparity.specs import SGD, Schedule, SpecError
 
 NUMPY = get_backend("numpy")
+EXAMPLE_SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "moons-relu.toml")
 
 
 def numpy_jobs(tmp_path, models=("moons-mlp",), max_steps=30, backends=(NUMPY,), **options):
@@ -147,6 +151,9 @@ def test_numpy_moons_run_end_to_end(tmp_path):
     assert record.device_used == "cpu"
     assert os.path.isfile(tmp_path / record.params_file)
     assert read_records(str(tmp_path))[0].to_dict() == record.to_dict()
+    # Read when the run started, so the report can flag timings taken on a busy machine.
+    assert record.environment["cpu_count"] == os.cpu_count()
+    assert record.environment["load_average_1m"] >= 0
 
 
 def test_runner_reports_progress(tmp_path):
@@ -288,6 +295,127 @@ def test_records_survive_later_failure(tmp_path):
     assert [r.status for r in seen_before_second] == ["ok"]
     assert [r.status for r in suite.records] == ["ok", "failed"]
     assert [r.run_id for r in read_records(str(tmp_path))] == [j.run_id for j in jobs]
+
+
+# Labels against the model's outputs ------------------------------------------------------
+
+
+def image_folder(folder, labels, per_label=4):
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    os.makedirs(folder, exist_ok=True)
+    for label in labels:
+        for index in range(per_label):
+            Image.fromarray(rng.randint(0, 256, (8, 8, 3)).astype(np.uint8)).save(folder / f"{label}.{index}.png")
+    return folder
+
+
+def test_label_summary_checks_outputs():
+    spec = get_spec("moons-mlp")  # two outputs
+    LabelSummary.from_arrays([0, 1, 1], [0, 1]).check(spec)
+
+    with pytest.raises(LabelMismatch) as error:
+        LabelSummary.from_arrays([0, 1, 2], [2], ["bird", "cat", "dog"], "/data/three").check(spec)
+    message = str(error.value)
+    assert "moons-mlp has 2 outputs" in message
+    assert "/data/three contains 3 labels (bird, cat, dog)" in message
+    assert "Keep exactly 2 labels" in message
+
+    with pytest.raises(LabelMismatch, match=r"only one class \(cat\)"):
+        LabelSummary.from_arrays([0, 0], [0, 1], ["cat", "dog"]).check(spec)
+
+
+def test_label_check_skips_other_metrics():
+    spec = get_spec("binary-adder-rnn")
+    assert spec.metric != "argmax"
+    LabelSummary.from_arrays(np.zeros((4, 8)), np.zeros((2, 8))).check(spec)
+
+
+def test_worker_rejects_too_many_labels(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNPARITY_IMAGE_DIR", str(image_folder(tmp_path / "three", ["bird", "cat", "dog"])))
+    job = plan_jobs(["image-mlp"], [NUMPY], data_dir=str(tmp_path), max_steps=2)[0]
+
+    result = run_job(job)  # no prepare_inputs: the worker checks on its own, before building the adapter
+
+    assert result["status"] == "failed"
+    assert result["reason"].startswith("image-mlp has 2 outputs")
+    assert "3 labels (bird, cat, dog)" in result["reason"]
+    assert "backend_settings" not in result
+
+
+def test_prepare_inputs_fails_single_label(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNPARITY_IMAGE_DIR", str(image_folder(tmp_path / "one", ["cat"])))
+    jobs = numpy_jobs(tmp_path, models=("image-mlp",), max_steps=2, data_dir=str(tmp_path))
+
+    record = run_suite(jobs, str(tmp_path / "out")).records[0]
+
+    assert record.status == "failed"
+    assert "only one class (cat)" in record.reason
+    assert record.timings == {}
+
+
+# Spec files -----------------------------------------------------------------------------
+
+
+def test_plan_accepts_spec_objects(tmp_path):
+    spec = load_spec_file(EXAMPLE_SPEC)
+    jobs = numpy_jobs(tmp_path, models=(spec,), max_steps=3)
+
+    assert [j.model for j in jobs] == ["moons-relu8"]
+    assert jobs[0].dataset == "moons"
+    assert jobs[0].model_spec().layers[1].activation == "relu"
+    assert os.path.isfile(os.path.join(jobs[0].inputs_dir, "spec.json"))
+
+
+def test_spec_file_errors_name_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(open(EXAMPLE_SPEC).read().replace('activation = "relu"', 'activation = "relux"'))
+    with pytest.raises(SpecError) as error:
+        load_spec_file(str(bad))
+    assert str(bad) in str(error.value)
+    assert "layer 'dense1': unknown activation 'relux'" in str(error.value)
+
+    with pytest.raises(SpecError, match="name it .toml or .json"):
+        load_spec_file(str(tmp_path / "spec.yaml"))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(SpecError, match="is not a valid spec: JSONDecodeError"):
+        load_spec_file(str(broken))
+
+
+# Output directory -----------------------------------------------------------------------
+
+
+def test_archive_previous_keeps_every_suite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert archive_previous(str(out)) is None
+    now = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+    for generation in ("first", "second"):
+        (out / "runs.jsonl").write_text(generation)
+        (out / "loss_curves_old.png").write_bytes(b"png")
+        (out / "params").mkdir()
+        (out / "params" / "run.npz").write_bytes(b"npz")
+        archive_previous(str(out), now=now)
+
+    first, second = out / "history" / "20240506T070809Z", out / "history" / "20240506T070809Z-1"
+    assert (first / "runs.jsonl").read_text() == "first"
+    assert (second / "runs.jsonl").read_text() == "second"
+    assert (second / "loss_curves_old.png").is_file()
+    assert (second / "params" / "run.npz").is_file()
+    assert sorted(os.listdir(out)) == ["history"]
+
+
+def test_prepare_out_dir_rejects_file(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(OutputDirError, match="it is a file, not a directory"):
+        prepare_out_dir(str(afile))
+    with pytest.raises(OutputDirError, match=f"{afile} is a file, not a directory"):
+        prepare_out_dir(str(afile / "below"))
+    assert prepare_out_dir(str(tmp_path / "new" / "dir")) == str(tmp_path / "new" / "dir")
+    assert (tmp_path / "new" / "dir").is_dir()
 
 
 # Results store ------------------------------------------------------------------------

@@ -103,6 +103,67 @@ def test_report_writes_plots_and_html(results_dir):
     assert "diverged: loss is nan at step 10" in html
 
 
+def test_backend_colours_match_across_plots(tmp_path, monkeypatch):
+    from matplotlib.colors import to_rgba
+
+    from nnparity.report import plots
+
+    figures = {}
+
+    def keep_figure(figure, out_dir, name):
+        figures[name] = figure
+        return name
+
+    monkeypatch.setattr(plots, "_save", keep_figure)
+    records = [
+        record("n", "numpy", loss=[0.7, 0.5, 0.4]),
+        record("t", "torch", loss=[0.7, 0.5, 0.41]),
+        record("j", "jax", loss=[0.7, 0.5, 0.42]),
+    ]
+    plots.loss_curves(str(tmp_path), "moons-mlp", records)
+    plots.accuracy_vs_time(str(tmp_path), records)
+
+    curve_axis = figures["loss_curves_moons-mlp.png"].axes[0]
+    line_colors = {line.get_label().split()[0]: to_rgba(line.get_color()) for line in curve_axis.get_lines()}
+    scatter_axis = figures["accuracy_vs_time.png"].axes[0]
+    point_colors = {c.get_label().split()[0]: to_rgba(c.get_facecolor()[0]) for c in scatter_axis.collections}
+    assert set(line_colors) == {"numpy", "torch", "jax"}
+    assert point_colors == line_colors
+    assert len(set(line_colors.values())) == 3
+
+
+def test_load_warning_when_machine_busy(tmp_path):
+    busy = {"load_average_1m": 5.4, "cpu_count": 2}
+    quiet = {"load_average_1m": 0.3, "cpu_count": 8}
+    append_record(str(tmp_path), record("busy", "torch", loss=[0.7], threads=2, environment=busy))
+    append_record(str(tmp_path), record("quiet", "numpy", loss=[0.7], threads=2, environment=quiet))
+
+    write_report(str(tmp_path), plots=False)
+
+    report = (tmp_path / "report.md").read_text()
+    assert "Warning: 1 of 2 runs started while the 1-minute load average (up to 5.4)" in report
+    assert "(2 cores - 2 threads)" in report
+    assert "timings may be inflated" in report
+    assert "timings may be inflated" in (tmp_path / "report.html").read_text()
+
+
+def test_no_load_warning_on_quiet_machine(results_dir):
+    write_report(str(results_dir), plots=False)
+    assert "Warning:" not in (results_dir / "report.md").read_text()
+
+
+def test_report_of_empty_runs_says_no_runs(tmp_path):
+    (tmp_path / "runs.jsonl").write_text("")
+
+    write_report(str(tmp_path))
+
+    report = (tmp_path / "report.md").read_text()
+    assert "No runs: runs.jsonl in this directory contains no records" in report
+    assert "?" not in report
+    assert "unknown" not in report
+    assert "No runs" in (tmp_path / "report.html").read_text()
+
+
 def test_curve_difference_uses_shared_steps():
     ours = {"steps": [0, 5, 10], "loss": [1.0, 2.0, 3.0]}
     reference = {"steps": [0, 10], "loss": [1.0, 3.3]}

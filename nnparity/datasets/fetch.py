@@ -162,8 +162,30 @@ def fetch_dataset(
 
     target_dir = os.path.join(default_data_dir(data_dir), name)
     url_dir = (base_url or source.base_url).rstrip("/") + "/"
+    created = _missing_directories(target_dir)
     paths = []
-    for file_name, md5 in sums.items():
-        paths.append(fetch_file(url_dir + file_name, os.path.join(target_dir, file_name), md5, progress))
+    try:
+        for file_name, md5 in sums.items():
+            paths.append(fetch_file(url_dir + file_name, os.path.join(target_dir, file_name), md5, progress))
+    except BaseException:
+        # Files already fetched stay, but a directory this call created and left empty is removed.
+        for directory in created:
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+        raise
     logger.info("dataset %s is in %s", name, target_dir)
     return paths
+
+
+def _missing_directories(path: str) -> list[str]:
+    """Return ``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while path and not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing

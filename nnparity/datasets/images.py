@@ -103,18 +103,21 @@ def read_image(path: str, height: int, width: int) -> np.ndarray:
 def image_folder_status(data_dir: str, options: dict | None = None) -> tuple[bool, str]:
     """Tell whether the image folder exists and contains images, without decoding any."""
     folder = image_folder_path(dict(options or {}), data_dir)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return False, _missing_message(folder, "is a file, not a folder", data_dir)
     if not os.path.isdir(folder):
-        return False, _missing_message(folder, "does not exist")
+        return False, _missing_message(folder, "does not exist", data_dir)
     count = len(list_images(folder))
     if count == 0:
-        return False, _missing_message(folder, "contains no image files")
+        return False, _missing_message(folder, "contains no image files", data_dir)
     return True, f"{count} images in {folder}"
 
 
-def _missing_message(folder: str, problem: str) -> str:
+def _missing_message(folder: str, problem: str, data_dir: str) -> str:
     return (
-        f"dataset 'image-folder': {folder} {problem}. Put images named LABEL.ID.EXT (cat.1.jpg) or in "
-        f"LABEL/ subfolders there, or point the option path or ${IMAGE_DIR_ENV} at such a folder."
+        f"dataset 'image-folder': {folder} {problem}. Put images named LABEL.ID.EXT (cat.1.jpg), or in one "
+        f"LABEL/ subfolder per label, in {os.path.join(data_dir, 'images')} (under the data directory), or set "
+        f"${IMAGE_DIR_ENV} to such a folder; a spec file may also name one in its dataset option path."
     )
 
 

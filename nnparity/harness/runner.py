@@ -44,6 +44,15 @@ class Event:
     record: RunRecord | None = None
 
 
+class InterruptedRun(KeyboardInterrupt):
+    """Ctrl-C while a run was in progress; ``record`` is set when its worker had already written its result."""
+
+    def __init__(self, result: dict | None = None):
+        super().__init__()
+        self.result = result
+        self.record: RunRecord | None = None
+
+
 @dataclass
 class SuiteResult:
     records: list[RunRecord] = field(default_factory=list)
@@ -74,7 +83,12 @@ def run_suite(
             record = run_one(job, out_dir, environment, backends.get(job.backend),
                              lambda step, total, phase: notify(
                                  Event("progress", job, index, len(jobs), step, total, phase)))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            finished = getattr(interrupt, "record", None)
+            if finished is not None:
+                # The worker had written its result before Ctrl-C arrived: the run is complete, so keep it.
+                append_record(out_dir, finished)
+                suite.records.append(finished)
             log.warning("interrupted during %s; %d records kept in %s", job.run_id, len(suite.records), out_dir)
             suite.interrupted = True
             return suite
@@ -97,17 +111,39 @@ def run_one(job: Job, out_dir: str, environment: dict, info=None, progress=None)
     if job.fail_reason:
         return make_record(job, {"status": "failed", "reason": job.fail_reason}, environment)
 
+    # Read before the worker starts, so the report can tell which step times other processes may have slowed.
+    load = machine_load()
     interpreter = (info.interpreter() if info is not None and info.interpreter is not None else None)
-    result = run_worker(job, out_dir, interpreter or sys.executable, progress)
+    try:
+        result = run_worker(job, out_dir, interpreter or sys.executable, progress)
+    except InterruptedRun as interrupt:
+        if interrupt.result is not None:
+            interrupt.record = _worker_record(job, interrupt.result, environment, load)
+        raise
+    return _worker_record(job, result, environment, load)
+
+
+def _worker_record(job: Job, result: dict, environment: dict, load: dict) -> RunRecord:
     versions = dict(environment.get("framework_versions", {}).get(job.backend, {}))
     versions.update(result.pop("framework_versions", {}))
-    return make_record(job, result, environment, versions)
+    return make_record(job, result, environment, versions, load)
 
 
-def make_record(job: Job, result: dict, environment: dict, versions: dict | None = None) -> RunRecord:
+def machine_load() -> dict:
+    """Return the 1-minute load average and the CPU count, for the record of the run about to start."""
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:  # no load average on this platform
+        load = None
+    return {"load_average_1m": load, "cpu_count": os.cpu_count()}
+
+
+def make_record(job: Job, result: dict, environment: dict, versions: dict | None = None,
+                load: dict | None = None) -> RunRecord:
     worker = result.pop("worker", None)
     env = dict(environment)
     env.pop("framework_versions", None)
+    env.update(load or {})
     if worker:
         env["worker"] = worker
     known = set(RunRecord.__dataclass_fields__)
@@ -156,14 +192,16 @@ def run_worker(job: Job, out_dir: str, interpreter: str, progress=None) -> dict:
         reader.start()
         try:
             returncode = process.wait(timeout=job.timeout_s)
+            reader.join(timeout=5)
         except subprocess.TimeoutExpired:
             _kill_group(process)
             reader.join(timeout=5)
             return {"status": "failed", "reason": f"timed out after {job.timeout_s:g} s (log: {log_path})"}
         except KeyboardInterrupt:
             _kill_group(process)
-            raise
-        reader.join(timeout=5)
+            # The worker writes its result file whole (through a rename) only after the run ended, so a
+            # file present here is a finished run, interrupted while the worker exited.
+            raise InterruptedRun(_read_result(result_path)) from None
 
     if returncode == 0 and os.path.exists(result_path):
         with open(result_path, encoding="utf-8") as handle:
@@ -176,6 +214,14 @@ def run_worker(job: Job, out_dir: str, interpreter: str, progress=None) -> dict:
         cause = "worker exited with code 0 but wrote no result file"
     stderr_tail = "\n".join(tail)
     return {"status": "failed", "reason": f"{cause}; last stderr lines:\n{stderr_tail}" if tail else cause}
+
+
+def _read_result(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
 
 
 def _follow_stderr(stream, tail, log_file, progress) -> None:

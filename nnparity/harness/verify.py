@@ -296,13 +296,17 @@ def run_verify_command(args) -> int:
     from nnparity.models import get_spec
     from nnparity.specs import SpecError
 
+    from nnparity.harness.output import OutputDirError, prepare_out_dir
+
     try:
+        _check_options(args)
         specs = [get_spec(name) for name in _split(args.models)]
         names = _split(args.backends) or [n for n, i in all_backends().items()
                                           if i.default and n != REFERENCE and i.availability().available]
         resolve_backends(names)
-    except (SpecError, KeyError) as error:
-        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
+        prepare_out_dir(args.out)
+    except (SpecError, KeyError, OutputDirError, VerifyUsageError) as error:
+        print(f"nnparity: error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
     result = run_verify(specs, names, dtype=args.dtype, steps=args.steps, out_dir=None,
                         data_dir=args.data_dir, threads=args.threads, timeout_s=args.timeout,
@@ -316,6 +320,22 @@ def run_verify_command(args) -> int:
             print(f"skipped {r.model} on {r.backend}: {r.message}")
     print(f"wrote {path}")
     return 1 if result.failed else 0
+
+
+class VerifyUsageError(ValueError):
+    """An invalid ``nnparity verify`` option; the message names the option, the value and the fix."""
+
+
+def _check_options(args) -> None:
+    """Raise VerifyUsageError for a non-positive number, an empty model list or an unusable --data-dir."""
+    for option, value in (("--steps", args.steps), ("--threads", args.threads), ("--timeout", args.timeout)):
+        if value <= 0:
+            raise VerifyUsageError(f"invalid {option} {value:g}: it must be positive")
+    if not _split(args.models):
+        raise VerifyUsageError(f"invalid --models {args.models!r}: name at least one model")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        problem = "it is a file, not a directory" if os.path.exists(args.data_dir) else "the directory does not exist"
+        raise VerifyUsageError(f"invalid --data-dir {args.data_dir!r}: {problem}")
 
 
 def _split(text: str) -> list[str]:

@@ -91,6 +91,7 @@ def run_network(job, result: dict) -> None:
     from nnparity.backends.registry import BackendInfo, load_adapter
     from nnparity.datasets import load_dataset
     from nnparity.harness import inputs, schedule
+    from nnparity.harness.labels import LabelSummary
     from nnparity.specs import SquaredError, objective
 
     spec = job.model_spec()
@@ -100,6 +101,8 @@ def run_network(job, result: dict) -> None:
     data = load_dataset(spec.dataset, spec.dataset_options, job.data_dir)
     timings["load_data_s"] = time.perf_counter() - started
     result["dataset_source"] = str(data.source)
+    # Before any framework is imported, so a mismatch reads the same on every backend.
+    LabelSummary.of(data).check(spec)
     x_train = np.ascontiguousarray(data.x_train, dtype=job.dtype)
     x_test = np.ascontiguousarray(data.x_test, dtype=job.dtype)
     target_type = job.dtype if isinstance(spec.loss, SquaredError) else np.int64
@@ -240,6 +243,7 @@ def run_job(job) -> dict:
     """Run one job and return its result dict, with any exception of the run recorded as its status."""
     from nnparity.backends.base import BackendUnavailable, UnsupportedSpec
     from nnparity.datasets import DatasetMissing
+    from nnparity.harness.labels import LabelMismatch
 
     result = {
         "status": "ok", "reason": "", "timings": {}, "loss_curve": {"steps": [], "loss": []},
@@ -255,6 +259,10 @@ def run_job(job) -> dict:
     except (DatasetMissing, BackendUnavailable, UnsupportedSpec) as error:
         result["status"] = "skipped"
         result["reason"] = f"{type(error).__name__}: {error}"
+    except LabelMismatch as error:
+        # The message names the labels, the output size and the fix; a traceback would add nothing.
+        result["status"] = "failed"
+        result["reason"] = str(error)
     except Exception as error:  # any other failure is this run's result, not the worker's crash
         tail = "".join(traceback.format_exception(error)[-6:]).rstrip()
         result["status"] = "failed"

@@ -22,11 +22,15 @@ def load_environment(out_dir: str, records: list[RunRecord]) -> dict:
     return dict(records[0].environment) if records else {}
 
 
-def write_report(out_dir: str, plots: bool = True) -> dict[str, str]:
-    """Regenerate every report file in ``out_dir`` from its ``runs.jsonl``; return their paths by kind."""
+def write_report(out_dir: str, plots: bool = True, records: list[RunRecord] | None = None) -> dict[str, str]:
+    """Regenerate every report file in ``out_dir`` from its ``runs.jsonl``; return their paths by kind.
+
+    ``records`` saves reading ``runs.jsonl`` again where the caller already has them.
+    """
     from nnparity.report import html, markdown
 
-    records = read_records(out_dir)
+    if records is None:
+        records = read_records(out_dir)
     environment = load_environment(out_dir, records)
     written = {"summary": write_summary(out_dir, records)}
 

@@ -3,7 +3,9 @@
 For each hidden size of the ``moons-mlp*`` sweep, one PNG
 (``decision_boundary_h{H}.png``) with a panel per run: the predicted class
 over a grid around the training data, from a NumPy forward pass of the
-dense spec with the run's final parameters.
+dense spec with the run's final parameters. A dense-only moons model from a
+spec file gets ``decision_boundary_<model>.png``; its spec is read from the
+shared inputs the suite wrote (``.inputs/<spec hash>/spec.json``).
 """
 
 from __future__ import annotations
@@ -45,25 +47,40 @@ def hidden_size(spec: ModelSpec) -> int:
     return spec.layers[1].units
 
 
-def decision_boundaries(out_dir: str, records: list[RunRecord]) -> dict[str, str]:
-    """Write one boundary PNG per hidden size of the moons sweep; return file names by model."""
-    from nnparity.models import get_spec
+def run_spec(out_dir: str, record: RunRecord) -> tuple[ModelSpec | None, bool]:
+    """Return (the spec a run trained, whether it is a built-in model), or (None, False) when neither is found."""
+    from nnparity.harness.inputs import inputs_dir
+    from nnparity.harness.plan import SPEC_FILE
+    from nnparity.models import WORKLOADS, get_spec
 
-    runs = [r for r in records if r.model.startswith("moons-mlp") and r.status == "ok" and r.params_file]
+    if record.model in WORKLOADS and WORKLOADS[record.model].factory is not None:
+        return get_spec(record.model), True
+    path = os.path.join(inputs_dir(out_dir, record.spec_hash), SPEC_FILE)
+    if not os.path.isfile(path):
+        return None, False
+    with open(path, encoding="utf-8") as handle:
+        return ModelSpec.from_json(handle.read()), False
+
+
+def decision_boundaries(out_dir: str, records: list[RunRecord]) -> dict[str, str]:
+    """Write one boundary PNG per dense moons model; return file names by model."""
+    runs = [r for r in records if r.status == "ok" and r.params_file]
     written = {}
     for model in dict.fromkeys(r.model for r in runs):
         mine = [r for r in runs if r.model == model]
         try:
-            spec = get_spec(model)
-            name = draw(out_dir, spec, mine)
-        except (OSError, KeyError, SpecError) as error:
+            spec, builtin = run_spec(out_dir, mine[0])
+            if spec is None or spec.dataset != "moons" or not all(isinstance(l, Dense) for l in spec.layers[1:]):
+                continue
+            name = f"decision_boundary_h{hidden_size(spec)}.png" if builtin else f"decision_boundary_{model}.png"
+            written[model] = draw(out_dir, spec, mine, name)
+        except (OSError, KeyError, ValueError) as error:
+            # ValueError includes SpecError, and a parameter shape that does not fit the spec.
             log.warning("no decision boundary for %s: %s: %s", model, type(error).__name__, error)
-            continue
-        written[model] = name
     return written
 
 
-def draw(out_dir: str, spec: ModelSpec, runs: list[RunRecord]) -> str:
+def draw(out_dir: str, spec: ModelSpec, runs: list[RunRecord], name: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +105,6 @@ def draw(out_dir: str, spec: ModelSpec, runs: list[RunRecord]) -> str:
         axis.set_title(f"{record.backend} {record.dtype}: test acc {accuracy}", fontsize="small")
     figure.suptitle(f"{spec.name}: {hidden_size(spec)} hidden units")
     figure.tight_layout()
-    name = f"decision_boundary_h{hidden_size(spec)}.png"
     figure.savefig(os.path.join(out_dir, name), dpi=90)
     plt.close(figure)
     return name

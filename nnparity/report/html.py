@@ -8,7 +8,7 @@ import os
 
 from nnparity.harness.results import RunRecord
 from nnparity.report import tables
-from nnparity.report.markdown import dropout_line, header_lines, shortened_line
+from nnparity.report.markdown import NO_RUNS, dropout_line, header_lines, shortened_line
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -20,6 +20,7 @@ tr.failed td { background: #fde2e2; }
 tr.skipped td { color: #888; }
 img { max-width: 100%; margin: 0.5em 0; }
 code { background: #f4f4f4; padding: 0 0.2em; }
+p.warning { background: #fff3cd; padding: 0.5em; }
 """
 
 
@@ -42,9 +43,14 @@ def table_html(records: list[RunRecord], model: str) -> str:
 def render(records: list[RunRecord], environment: dict, plots: dict[str, list[str]], out_dir: str) -> str:
     parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>nnparity report</title>",
              f"<style>{STYLE}</style></head><body>", "<h1>nnparity report</h1>", "<ul>"]
-    for label, value in header_lines(environment, records):
+    for label, value in header_lines(environment, records) if records or environment else []:
         parts.append(f"<li><b>{html.escape(label)}:</b> {html.escape(value.strip('`'))}</li>")
+    if not records:
+        parts += ["</ul>", f"<p>{html.escape(NO_RUNS)}</p>", "</body></html>"]
+        return "\n".join(parts)
     parts += ["</ul>", f"<p>{html.escape(dropout_line(records))}</p>"]
+    if tables.load_warning(records):
+        parts.append(f'<p class="warning"><b>{html.escape(tables.load_warning(records))}</b></p>')
     if shortened_line(records):
         parts.append(f"<p>{html.escape(shortened_line(records))}</p>")
     parts.append(

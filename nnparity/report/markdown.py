@@ -56,12 +56,24 @@ def markdown_table(columns, rows) -> list[str]:
     return lines
 
 
+NO_RUNS = ("No runs: runs.jsonl in this directory contains no records, so there is nothing to compare. "
+           "A suite interrupted before its first run ended leaves it so; run `nnparity run --out` with this "
+           "directory to add runs.")
+
+
 def render(records: list[RunRecord], environment: dict, plots: dict[str, list[str]] | None = None) -> str:
     """Render the whole report as Markdown. ``plots`` maps a section (a model, or ``"suite"``) to PNG file names."""
     plots = plots or {}
     lines = ["# nnparity report", ""]
+    if not records:
+        # Without an environment file the header would be all placeholders, so it is left out.
+        if environment:
+            lines += [f"- **{label}:** {value}" for label, value in header_lines(environment, records)] + [""]
+        return "\n".join(lines + [NO_RUNS, ""])
     lines += [f"- **{label}:** {value}" for label, value in header_lines(environment, records)]
     lines += ["", dropout_line(records), ""]
+    if tables.load_warning(records):
+        lines += [f"**{tables.load_warning(records)}**", ""]
     if shortened_line(records):
         lines += [shortened_line(records), ""]
     counts = {status: sum(r.status == status for r in records) for status in ("ok", "failed", "skipped")}

@@ -21,6 +21,24 @@ from nnparity.report import tables  # noqa: E402
 log = logging.getLogger("nnparity")
 
 
+def backend_colors(records: list[RunRecord]) -> dict[str, tuple]:
+    """Map each backend to one colour, the same in every plot of a report.
+
+    Registered backends come first in registry order, so a backend keeps its
+    colour across reports of different suites; others follow by name.
+    """
+    from nnparity.backends.registry import all_backends
+
+    present = {r.backend for r in records}
+    order = [name for name in all_backends() if name in present]
+    order += sorted(present - set(order))
+    return {name: plt.cm.tab10(index % 10) for index, name in enumerate(order)}
+
+
+# A second dtype or repeat of the same backend keeps its colour and changes the line style.
+DTYPE_LINESTYLES = {"float32": "-", "float64": "--"}
+
+
 def run_label(record: RunRecord) -> str:
     label = f"{record.backend} {record.dtype}"
     return f"{label} #{record.repeat}" if record.repeat else label
@@ -45,11 +63,12 @@ def loss_curves(out_dir: str, model: str, records: list[RunRecord]) -> list[str]
 
     axis = axes[0, 0]
     positive = True
+    palette = backend_colors(records)
     colors = {}
     for record in runs:
-        (line,) = axis.plot(record.loss_curve["steps"], record.loss_curve["loss"], label=run_label(record),
-                            linewidth=1)
-        colors[record.run_id] = line.get_color()
+        colors[record.run_id] = palette[record.backend]
+        axis.plot(record.loss_curve["steps"], record.loss_curve["loss"], label=run_label(record), linewidth=1,
+                  color=colors[record.run_id], linestyle=DTYPE_LINESTYLES.get(record.dtype, ":"))
         positive &= all(v > 0 for v in record.loss_curve["loss"] if v == v)
     if positive:
         axis.set_yscale("log")
@@ -61,7 +80,8 @@ def loss_curves(out_dir: str, model: str, records: list[RunRecord]) -> list[str]
         for record, reference in compared:
             steps, differences = relative_differences(record.loss_curve, reference.loss_curve)
             # The floor keeps exact agreement (difference 0) visible on the log axis.
-            axis.plot(steps, np.maximum(differences, 1e-17), color=colors[record.run_id], linewidth=1)
+            axis.plot(steps, np.maximum(differences, 1e-17), color=colors[record.run_id], linewidth=1,
+                      linestyle=DTYPE_LINESTYLES.get(record.dtype, ":"))
         axis.set_yscale("log")
         axis.set(ylabel="relative difference to numpy")
     axes[-1, 0].set_xlabel("step")
@@ -85,10 +105,14 @@ def step_times(out_dir: str, records: list[RunRecord]) -> list[str]:
     if not models:
         return []
     figure, axes = plt.subplots(len(models), 1, figsize=(7, 1.2 + 1.6 * len(models)), squeeze=False)
+    palette = backend_colors(records)
     for axis, model in zip(axes[:, 0], models):
         runs = [r for r in records if r.model == model and r.timings.get("step_samples")]
         samples = [[s * 1e3 for s in r.timings["step_samples"]] for r in runs]
-        axis.boxplot(samples, orientation="horizontal", showfliers=False)
+        boxes = axis.boxplot(samples, orientation="horizontal", showfliers=False, patch_artist=True)
+        for box, record in zip(boxes["boxes"], runs):
+            box.set_facecolor(palette[record.backend])
+            box.set_alpha(0.6)
         axis.set_yticks(range(1, len(runs) + 1), [run_label(r) for r in runs], fontsize="small")
         axis.set_xscale("log")
         axis.set(xlabel="step time (ms)", title=model)
@@ -104,8 +128,7 @@ def accuracy_vs_time(out_dir: str, records: list[RunRecord]) -> list[str]:
     columns = min(3, len(models))
     rows = -(-len(models) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
-    backends = sorted({r.backend for r in runs})
-    colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(backends)}
+    colors = backend_colors(records)
     markers = {"float32": "o", "float64": "s"}
 
     for axis, model in zip(axes.flat, models):

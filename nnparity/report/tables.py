@@ -160,3 +160,29 @@ def short_reason(reason: str, limit: int = 300) -> str:
     """Return the reason's first line, cut to ``limit`` characters (a failure's traceback follows that line)."""
     first = (reason or "").strip().splitlines()[0] if reason and reason.strip() else "(no reason recorded)"
     return first if len(first) <= limit else first[:limit - 3] + "..."
+
+
+def contended_runs(records: list[RunRecord]) -> list[RunRecord]:
+    """Return the runs that started while the 1-minute load average exceeded the cores their threads left free."""
+    contended = []
+    for record in records:
+        load = (record.environment or {}).get("load_average_1m")
+        cores = (record.environment or {}).get("cpu_count")
+        if record.status == "ok" and load is not None and cores and load > cores - record.threads:
+            contended.append(record)
+    return contended
+
+
+def load_warning(records: list[RunRecord]) -> str:
+    """Warn that step times may be inflated when runs started on a busy machine; empty when none did."""
+    contended = contended_runs(records)
+    if not contended:
+        return ""
+    worst = max(contended, key=lambda r: r.environment["load_average_1m"])
+    cores, threads = worst.environment["cpu_count"], worst.threads
+    return (
+        f"Warning: {len(contended)} of {sum(r.status == 'ok' for r in records)} runs started while the 1-minute "
+        f"load average (up to {worst.environment['load_average_1m']:g}) was above the cores their threads left "
+        f"free ({cores} cores - {threads} threads), so other processes competed for the CPU and their timings "
+        "may be inflated. Rerun them on a quiet machine, or with fewer --threads."
+    )

@@ -328,8 +328,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.list:
-        for check in CHECKS.values():
-            print(f"{check.id}  {check.description}")
+        try:
+            for check in CHECKS.values():
+                print(f"{check.id}  {check.description}")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader (`--list | head`) exited early. Point stdout at /dev/null so the flush at exit
+            # does not raise the same error again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     name = args.name or args.backend
     if not name:
