@@ -74,11 +74,12 @@ def test_report_parity_column(results_dir):
 def test_report_formats_numbers(results_dir):
     write_report(str(results_dir))
     row = table_row((results_dir / "report.md").read_text(), "moons-mlp", "numpy")
-    assert row[7] == "0.2 s"
-    assert row[8] == "12.3 ms [12-12.5]"
-    assert row[9] == "1.5 s"
-    assert row[10] == "1.626e+04"
-    assert row[11] == "120 MB"
+    assert row[7] == "0.01 s"
+    assert row[8] == "0.2 s"
+    assert row[9] == "12.3 ms [12-12.5]"
+    assert row[10] == "1.5 s"
+    assert row[11] == "1.626e+04"
+    assert row[12] == "120 MB"
 
 
 def test_report_lists_failed_and_skipped(results_dir):

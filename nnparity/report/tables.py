@@ -19,8 +19,8 @@ REFERENCE_BACKEND = "numpy"
 # float64 adapters agree to about 1e-14 while the dynamics are stable; float32 ones drift after a few steps.
 DIVERGENCE_THRESHOLDS = {"float64": 1e-9, "float32": 1e-4}
 COLUMNS = (
-    "backend", "device used", "dtype", "status", "train acc", "test acc", "final loss", "first step (compile)",
-    "step median [q1-q3]", "train total", "samples/s", "peak memory", "max rel. loss diff vs numpy",
+    "backend", "device used", "dtype", "status", "train acc", "test acc", "final loss", "build",
+    "first step (compile)", "step median [q1-q3]", "train total", "samples/s", "peak memory", "max rel. loss diff vs numpy",
 )
 
 
@@ -134,6 +134,9 @@ def model_rows(model: str, records: list[RunRecord]) -> list[list[str]]:
             fmt_number(record.train_accuracy),
             fmt_number(record.test_accuracy),
             fmt_number(record.final_loss),
+            # Graph compilers that compile while building (PyTensor's C linker) show it here, the
+            # others on their first step.
+            fmt_s(timings.get("build_s")),
             fmt_s(timings.get("first_step_s")),
             fmt_step(timings),
             fmt_s(timings.get("train_total_s")),
