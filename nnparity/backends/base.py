@@ -36,12 +36,12 @@ class UnsupportedSpec(NotImplementedError):
 
 
 class BackendUnavailable(RuntimeError):
-    """The backend cannot run here (framework missing, device absent). The message says how to fix it."""
+    """The backend cannot run here (framework missing, device absent). The message states how to fix it."""
 
 
 @dataclass
 class RunOptions:
-    """What the harness asks of one adapter instance."""
+    """Options the harness passes to one adapter instance."""
 
     dtype: str = "float32"
     device: str = "cpu"
@@ -106,7 +106,7 @@ class Adapter(abc.ABC):
         """
 
     def device_name(self) -> str:
-        """The device the model actually runs on, in the framework's own words."""
+        """Return the device the model actually runs on, in the framework's own words."""
         return self.options.device
 
     def describe(self) -> dict:

@@ -18,7 +18,22 @@ from nnparity.backends.base import UnsupportedSpec
 from nnparity.specs import training as T
 
 
-class KerasMomentum(torch.optim.Optimizer):
+class _ForeachOptimizer(torch.optim.Optimizer):
+    """Shared state handling of the foreach-based optimizers below."""
+
+    @staticmethod
+    def _params_with_grads(group) -> list:
+        return [p for p in group["params"] if p.grad is not None]
+
+    def _zeros(self, p, name):
+        """Return the state tensor ``name`` of ``p``, created as zeros on first use."""
+        state = self.state[p]
+        if name not in state:
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state[name]
+
+
+class KerasMomentum(_ForeachOptimizer):
     """Momentum with the learning rate inside the velocity (Keras, Lasagne).
 
     ``v <- m * v - lr * g``; plain ``p <- p + v``; Nesterov
@@ -31,11 +46,11 @@ class KerasMomentum(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params = self._params_with_grads(group)
             if not params:
                 continue
             grads = [p.grad for p in params]
-            velocities = [self._state_tensor(p, "velocity") for p in params]
+            velocities = [self._zeros(p, "velocity") for p in params]
             lr, momentum = group["lr"], group["momentum"]
 
             torch._foreach_mul_(velocities, momentum)
@@ -47,14 +62,7 @@ class KerasMomentum(torch.optim.Optimizer):
             else:
                 torch._foreach_add_(params, velocities)
 
-    def _state_tensor(self, p, name):
-        state = self.state[p]
-        if name not in state:
-            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state[name]
-
-
-class UncorrectedAdam(torch.optim.Optimizer):
+class UncorrectedAdam(_ForeachOptimizer):
     """Adam with epsilon added to the uncorrected ``sqrt(v)`` (TensorFlow 1 ``AdamOptimizer``, Lasagne).
 
     With ``t`` counted from 1: ``m <- b1 * m + (1 - b1) * g``;
@@ -69,7 +77,7 @@ class UncorrectedAdam(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params = self._params_with_grads(group)
             if not params:
                 continue
             grads = [p.grad for p in params]
@@ -90,12 +98,6 @@ class UncorrectedAdam(torch.optim.Optimizer):
             denominators = torch._foreach_sqrt(second)
             torch._foreach_add_(denominators, group["eps"])
             torch._foreach_addcdiv_(params, first, denominators, value=-step_size)
-
-    def _zeros(self, p, name):
-        state = self.state[p]
-        if name not in state:
-            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state[name]
 
 
 def build_optimizer(spec_optimizer: T.Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
