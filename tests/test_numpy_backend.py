@@ -5,7 +5,7 @@ import pytest
 from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_info
 
-from nnparity.backends.base import BackendUnavailable, RunOptions
+from nnparity.backends.base import BackendUnavailable, RunOptions, UnsupportedSpec
 from nnparity.backends.numpy.adapter import NumpyAdapter
 from nnparity.specs import (
     L2, SGD, Adam, Constant, Conv2D, Dense, Dropout, Flatten, GlorotUniform, Input, MaxPool2D, ModelSpec,
@@ -200,8 +200,17 @@ def test_mismatched_initial_params_rejected():
 
 
 def test_non_cpu_device_unavailable():
-    with pytest.raises(BackendUnavailable, match="cpu"):
+    with pytest.raises(BackendUnavailable, match="'cuda' is not available to the numpy backend: NumPy computes on the "
+                                                 "CPU; request --devices cpu"):
         NumpyAdapter(tiny_spec(SGD(learning_rate=0.1)), RunOptions(device="cuda"))
+
+
+def test_options_are_checked_by_the_base_adapter():
+    spec = tiny_spec(SGD(learning_rate=0.1))
+    with pytest.raises(UnsupportedSpec, match="numpy: dtype 'float16' is not supported; use one of float32, float64"):
+        NumpyAdapter(spec, RunOptions(dtype="float16"))
+    with pytest.raises(ValueError, match="numpy: dropout mode must be one of exact, native, got 'random'"):
+        NumpyAdapter(spec, RunOptions(dropout_mode="random"))
 
 
 # Dropout modes -----------------------------------------------------------------------------

@@ -31,6 +31,10 @@ import numpy as np
 from nnparity.specs import ModelSpec
 
 
+DTYPES = ("float32", "float64")
+DROPOUT_MODES = ("exact", "native")
+
+
 class UnsupportedSpec(NotImplementedError):
     """A backend cannot compile some part of a spec. The message names the part and the backend."""
 
@@ -61,10 +65,30 @@ class Adapter(abc.ABC):
     """
 
     name: str = ""
+    # Why the backend runs on the CPU only, on backends that do; a request for another device then raises
+    # BackendUnavailable with this reason.
+    cpu_only: str = ""
 
     def __init__(self, spec: ModelSpec, options: RunOptions):
         self.spec = spec
         self.options = options
+        self.check_options(options)
+
+    def check_options(self, options: RunOptions) -> None:
+        """Reject a dtype, dropout mode or device this adapter cannot honour, naming the value and the fix.
+
+        Subclasses that narrow what they accept (keras-torch has no float64)
+        extend this and call it first.
+        """
+        if options.dtype not in DTYPES:
+            raise UnsupportedSpec(f"{self.name}: dtype {options.dtype!r} is not supported; use one of "
+                                  f"{', '.join(DTYPES)}")
+        if options.dropout_mode not in DROPOUT_MODES:
+            raise ValueError(f"{self.name}: dropout mode must be one of {', '.join(DROPOUT_MODES)}, "
+                             f"got {options.dropout_mode!r}")
+        if self.cpu_only and options.device != "cpu":
+            raise BackendUnavailable(f"device {options.device!r} is not available to the {self.name} backend: "
+                                     f"{self.cpu_only}; request --devices cpu")
 
     # Lifecycle ------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from nnparity.specs import training as T
 
 log = logging.getLogger("nnparity")
 
-DTYPES = ("float32", "float64")
 PRECISIONS = ("highest", "high", "default")
 # Evaluation runs in chunks so that a 10,000-image test set does not need
 # every conv activation at once (the MNIST CNN's first layer alone would be
@@ -54,10 +53,6 @@ class JaxAdapter(Adapter):
 
     def __init__(self, spec: ModelSpec, options: RunOptions):
         super().__init__(spec, options)
-        if options.dtype not in DTYPES:
-            raise ValueError(f"dtype {options.dtype!r} is not supported by the jax backend; use one of {DTYPES}")
-        if options.dropout_mode not in ("exact", "native"):
-            raise ValueError(f"dropout_mode must be 'exact' or 'native', got {options.dropout_mode!r}")
         self.dtype = jnp.dtype(options.dtype)
         self.device = select_device(options.device)
 

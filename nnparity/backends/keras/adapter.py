@@ -25,7 +25,6 @@ from nnparity.specs import ModelSpec
 
 log = logging.getLogger("nnparity")
 
-DROPOUT_MODES = ("exact", "native")
 
 # Measured with keras 3.15.1: on the torch backend, keras.ops.matmul (and with
 # it Dense) computes float64 inputs in float32, because
@@ -122,12 +121,8 @@ class KerasAdapter(Adapter):
 
     def __init__(self, spec: ModelSpec, options: RunOptions):
         super().__init__(spec, options)
-        if options.dropout_mode not in DROPOUT_MODES:
-            raise ValueError(f"dropout_mode must be one of {DROPOUT_MODES}, got {options.dropout_mode!r}")
         self.backend = keras.backend.backend()
         self.name = f"keras-{self.backend}"
-        if options.dtype == "float64" and self.backend in FLOAT64_UNSUPPORTED:
-            raise UnsupportedSpec(f"{self.name}: float64 is not supported: {FLOAT64_UNSUPPORTED[self.backend]}")
         self.settings = configure_backend(self.backend, options)
         keras.config.set_floatx(options.dtype)
         # Layers take their dtype from the global policy, which Keras fixes from floatx
@@ -137,6 +132,12 @@ class KerasAdapter(Adapter):
         self.layout = channels_last_layout(spec)
         self.layout_keys = [p.key for p in spec.param_layout()]
         self.has_masks = options.dropout_mode == "exact" and bool(self.layout.mask_orders)
+
+    def check_options(self, options: RunOptions) -> None:
+        super().check_options(options)
+        backend = keras.backend.backend()
+        if options.dtype == "float64" and backend in FLOAT64_UNSUPPORTED:
+            raise UnsupportedSpec(f"keras-{backend}: float64 is not supported: {FLOAT64_UNSUPPORTED[backend]}")
 
     # Lifecycle ------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from nnparity.backends.base import Adapter, BackendUnavailable, RunOptions, UnsupportedSpec
+from nnparity.backends.base import Adapter, RunOptions, UnsupportedSpec
 from nnparity.backends.numpy.conv import Conv2DLayer, MaxPool2DLayer
 from nnparity.backends.numpy.layers import DenseLayer, DropoutLayer, FlattenLayer, SimpleRNNLayer
 from nnparity.backends.numpy.losses import l2_penalty, loss_function
@@ -24,7 +24,6 @@ from nnparity.specs.model import ModelSpec
 
 log = logging.getLogger("nnparity")
 
-DTYPES = ("float32", "float64")
 
 # predict splits a batch so that no conv layer's im2col columns exceed this many bytes.
 PREDICT_COLUMN_BYTES = 256 * 2**20
@@ -32,18 +31,10 @@ PREDICT_COLUMN_BYTES = 256 * 2**20
 
 class NumpyAdapter(Adapter):
     name = "numpy"
+    cpu_only = "NumPy computes on the CPU"
 
     def __init__(self, spec: ModelSpec, options: RunOptions):
         super().__init__(spec, options)
-        if options.device != "cpu":
-            raise BackendUnavailable(
-                f"the numpy backend runs only on the CPU, but device {options.device!r} was requested; "
-                "use device 'cpu'"
-            )
-        if options.dtype not in DTYPES:
-            raise UnsupportedSpec(f"numpy backend: dtype {options.dtype!r} is not supported; use one of {DTYPES}")
-        if options.dropout_mode not in ("exact", "native"):
-            raise ValueError(f"dropout_mode must be 'exact' or 'native', got {options.dropout_mode!r}")
         self.dtype = np.dtype(options.dtype)
 
         # BLAS threads stay limited for the adapter's lifetime, because a worker process runs one adapter.

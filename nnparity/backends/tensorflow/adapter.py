@@ -21,7 +21,6 @@ from nnparity.specs import ModelSpec
 
 log = logging.getLogger("nnparity")
 
-DROPOUT_MODES = ("exact", "native")
 
 
 def configure_threads(threads: int) -> dict:
@@ -70,8 +69,6 @@ class TensorflowAdapter(Adapter):
 
     def __init__(self, spec: ModelSpec, options: RunOptions):
         super().__init__(spec, options)
-        if options.dropout_mode not in DROPOUT_MODES:
-            raise ValueError(f"dropout_mode must be one of {DROPOUT_MODES}, got {options.dropout_mode!r}")
         self.threads = configure_threads(options.threads)
         self.device = resolve_device(options.device)
         self.jit_compile = options.variant == "xla"

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from nnparity.backends.base import Adapter, BackendUnavailable, RunOptions, UnsupportedSpec
+from nnparity.backends.base import Adapter, RunOptions
 from nnparity.backends.theano import environment, symbolic
 from nnparity.specs import ModelSpec
 from nnparity.specs import training as T
@@ -26,6 +26,7 @@ _MODES = {"cvm": "CVM", "numba": "NUMBA", "jax": "JAX"}
 
 class TheanoAdapter(Adapter):
     name = "theano"
+    cpu_only = "nnparity runs PyTensor on the CPU only"
     linker = "cvm"
     # The JAX linker needs every shape to be static at trace time, so that variant
     # compiles one function per batch size, on the first call with that size.
@@ -33,15 +34,6 @@ class TheanoAdapter(Adapter):
 
     def __init__(self, spec: ModelSpec, options: RunOptions):
         super().__init__(spec, options)
-        if options.dtype not in ("float32", "float64"):
-            raise UnsupportedSpec(f"dtype {options.dtype!r} is not supported by the {self.name} backend")
-        if options.device != "cpu":
-            raise BackendUnavailable(
-                f"device {options.device!r} is not available to the {self.name} backend: "
-                "nnparity runs PyTensor on the CPU only; request --devices cpu"
-            )
-        if options.dropout_mode not in ("exact", "native"):
-            raise ValueError(f"dropout_mode must be 'exact' or 'native', got {options.dropout_mode!r}")
         self.compile_s: dict[str, float] = {}
         self._functions: dict[str, object] = {}
         self._last_loss = None

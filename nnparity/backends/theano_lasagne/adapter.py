@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from nnparity.backends.base import Adapter, BackendUnavailable, RunOptions, UnsupportedSpec
+from nnparity.backends.base import Adapter, RunOptions
 from nnparity.backends.theano import symbolic
 from nnparity.backends.theano_lasagne import compat
 from nnparity.specs import ModelSpec
@@ -28,18 +28,10 @@ log = logging.getLogger("nnparity")
 class LasagneAdapter(Adapter):
     name = "theano-lasagne"
     exact_layers = True
+    cpu_only = "Theano 1.0.5 runs on the CPU here"
 
     def __init__(self, spec: ModelSpec, options: RunOptions):
         super().__init__(spec, options)
-        if options.dtype not in ("float32", "float64"):
-            raise UnsupportedSpec(f"dtype {options.dtype!r} is not supported by the {self.name} backend")
-        if options.device != "cpu":
-            raise BackendUnavailable(
-                f"device {options.device!r} is not available to the {self.name} backend: "
-                "Theano 1.0.5 runs on the CPU here; request --devices cpu"
-            )
-        if options.dropout_mode not in ("exact", "native"):
-            raise ValueError(f"dropout_mode must be 'exact' or 'native', got {options.dropout_mode!r}")
         self.compile_s: dict[str, float] = {}
         self._functions: dict[str, object] = {}
 

@@ -23,7 +23,6 @@ from nnparity.specs import training as T
 log = logging.getLogger("nnparity")
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-DROPOUT_MODES = ("exact", "native")
 
 # Evaluation runs in chunks of this many samples, so that the MNIST CNN's
 # float64 activations for a 10,000-image test set do not need gigabytes at once.
@@ -72,12 +71,6 @@ class TorchAdapter(Adapter):
 
     def __init__(self, spec: ModelSpec, options: RunOptions):
         super().__init__(spec, options)
-        if options.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {options.dtype!r}")
-        if options.dropout_mode not in DROPOUT_MODES:
-            raise ValueError(
-                f"dropout_mode must be one of {', '.join(DROPOUT_MODES)}, got {options.dropout_mode!r}"
-            )
         self.dtype = DTYPES[options.dtype]
         self.device = resolve_device(options.device)
         self.thread_settings = configure_threads(options.threads)
