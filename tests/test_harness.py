@@ -70,6 +70,18 @@ def test_plan_marks_unavailable_backend_skipped():
     assert "nnparity-test-no-such-distribution not installed" in reasons["absent"]
 
 
+def test_plan_scales_timeout_with_schedule_length():
+    tutorial = {j.model: j.timeout_s for j in plan_jobs(["mnist-cnn", "moons-logreg"], [NUMPY])}
+    long = {j.model: j.timeout_s for j in plan_jobs(["mnist-cnn", "moons-logreg"], [NUMPY], schedule_name="long")}
+    chosen = plan_jobs(["mnist-cnn"], [NUMPY], schedule_name="long", timeout_s=5)
+
+    steps = get_spec("mnist-cnn", "long").schedule.steps / get_spec("mnist-cnn").schedule.steps
+    assert long["mnist-cnn"] == pytest.approx(tutorial["mnist-cnn"] * steps)
+    assert steps > 1
+    assert long["moons-logreg"] == tutorial["moons-logreg"]
+    assert [j.timeout_s for j in chosen] == [5]
+
+
 def test_plan_rejects_bad_options():
     with pytest.raises(ValueError, match="max_steps"):
         plan_jobs(["moons-mlp"], [NUMPY], max_steps=0)

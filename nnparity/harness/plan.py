@@ -26,7 +26,8 @@ SCHEDULE_NAMES = ("tutorial", "long", "short")
 SPEC_FILE = "spec.json"
 DEFAULT_TIMEOUT_S = 1800.0
 # Estimates for the full tutorial schedules on 2 CPU threads, with a wide
-# margin; a model not listed gets DEFAULT_TIMEOUT_S.
+# margin; a model not listed gets DEFAULT_TIMEOUT_S. A longer schedule scales
+# them (``default_timeout``).
 MODEL_TIMEOUT_S = {"cifar-cnn": 6 * 3600.0, "image-mlp": 3600.0, "image-mlp-cifar": 3600.0}
 
 
@@ -135,7 +136,8 @@ def plan_jobs(
             model, workload, base_spec = item.name, None, item
         else:
             model, workload = item, get_workload(item)
-        timeout = timeout_s if timeout_s is not None else MODEL_TIMEOUT_S.get(model, DEFAULT_TIMEOUT_S)
+            base_spec = resolve_spec(model, schedule_name) if workload.baseline is None else None
+        timeout = timeout_s if timeout_s is not None else default_timeout(model, base_spec, workload is not None)
         common = dict(
             model=model, threads=threads, data_dir=data_dir, max_steps=max_steps, timeout_s=timeout,
             dataset=workload.dataset if workload else base_spec.dataset, dropout_mode=dropout_mode,
@@ -151,8 +153,6 @@ def plan_jobs(
                 ))
             continue
 
-        if workload is not None:
-            base_spec = resolve_spec(model, schedule_name)
         for info in backends:
             available = availability[info.name]
             for device in devices:
@@ -169,6 +169,27 @@ def plan_jobs(
                             **common,
                         ))
     return jobs
+
+
+def default_timeout(model: str, spec: ModelSpec | None, built_in: bool) -> float:
+    """Seconds a run of ``spec`` may take: the model's tutorial-schedule timeout, scaled up for a longer schedule.
+
+    The scale is the ratio of steps (or of epochs) of ``spec``'s schedule to the
+    tutorial one's. For example, ``--schedule long`` on mnist-cnn runs 6000
+    steps instead of 200 and gets 30 times the time. A shorter schedule keeps
+    the full timeout, which guards against hangs rather than predicting the
+    run time.
+    """
+    base = MODEL_TIMEOUT_S.get(model, DEFAULT_TIMEOUT_S)
+    if spec is None or not built_in:
+        return base
+    tutorial = resolve_spec(model, "tutorial").schedule
+    ratio = 1.0
+    for length in ("steps", "epochs"):
+        ours, theirs = getattr(spec.schedule, length), getattr(tutorial, length)
+        if ours and theirs:
+            ratio = ours / theirs
+    return base * max(1.0, ratio)
 
 
 def _baseline_dataset_options(model: str) -> dict:
