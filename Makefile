@@ -36,7 +36,7 @@ legacy-env:
 venv: system-deps $(STAMP) legacy-env
 
 run: venv
-	$(BIN)/nnparity run --out $(OUT)
+	$(BIN)/nnparity run --verify --out $(OUT)
 
 sweep: venv
 	$(BIN)/nnparity run --models moons-sweep --out results/moons-sweep

@@ -189,6 +189,7 @@ def cmd_run(args) -> int:
     from nnparity.harness.results import read_records
     from nnparity.harness.runner import run_suite
     from nnparity.report import ENVIRONMENT_FILE, write_report
+    from nnparity.report import verification as verification_module
 
     check_data_dir(args.data_dir)
     # Spec files alone run only themselves; the default suite runs when neither option names a model.
@@ -202,8 +203,13 @@ def cmd_run(args) -> int:
         raise UsageError(f"invalid dtype {invalid!r}; use float32, float64 or both, comma-separated")
     if not models and not specs:
         raise UsageError("no model to run: no default model has its data present; see `nnparity list`")
+    verify_dtypes = split_list(args.verify_dtype)
+    bad = [d for d in verify_dtypes if d not in ("float32", "float64")]
+    if args.verify and (bad or not verify_dtypes):
+        invalid = bad[0] if bad else args.verify_dtype
+        raise UsageError(f"invalid --verify-dtype {invalid!r}; use float32, float64 or both, comma-separated")
     for option, value in (("--threads", args.threads), ("--repeats", args.repeats), ("--max-steps", args.max_steps),
-                          ("--timeout", args.timeout)):
+                          ("--timeout", args.timeout), ("--verify-steps", args.verify_steps)):
         if value is not None and value <= 0:
             raise UsageError(f"invalid {option} {value:g}: it must be positive")
     devices = check_devices(args.devices)
@@ -228,13 +234,51 @@ def cmd_run(args) -> int:
     with ProgressDisplay(len(jobs), enabled=not args.no_progress) as display:
         suite = run_suite(jobs, args.out, environment, {b.name: b for b in backends}, display.handle)
 
+    # The report is written before any verification, so stopping that loses none of the runs.
     written = write_report(args.out, records=read_records(args.out))
-    print_results(suite.records)
+    verification_failed = False
+    if args.verify and not suite.interrupted:
+        verification_failed = verify_suite(jobs, backends, verify_dtypes, args)
+        written = write_report(args.out, records=read_records(args.out))
+    print_results(suite.records, verification_module.load(args.out))
     print(f"\nReport: {written['markdown']} and {written['html']}")
     if suite.interrupted:
         print("Interrupted: the report contains the runs that finished.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if any(r.status == "failed" for r in suite.records) else 0
+    if verification_failed:
+        print(f"Verification failed: a backend differs from numpy; see the verification column of "
+              f"{written['markdown']} and {os.path.join(args.out, verification_module.VERIFY_FILE)}", file=sys.stderr)
+    failed = verification_failed or any(r.status == "failed" for r in suite.records)
+    return EXIT_FAILED if failed else 0
+
+
+def verify_suite(jobs, backends, dtypes: list[str], args) -> bool:
+    """Verify every model of the suite on its backends, once per dtype; return whether any verification failed."""
+    from nnparity.harness import verify
+    from nnparity.specs import ModelSpec
+
+    specs = {}
+    for job in jobs:
+        if job.spec is not None:
+            specs.setdefault(job.model, ModelSpec.from_dict(job.spec))
+    names = {job.backend for job in jobs if job.spec is not None}
+    infos = [info for info in backends if info.name in names]
+    if not specs or not infos:
+        log.warning("nothing to verify: the suite ran no network model")
+        return False
+    failed = False
+    for dtype in dtypes:
+        print(f"Verifying {len(specs)} models on {len(infos)} backends against numpy ({dtype}, "
+              f"{args.verify_steps} steps)", file=sys.stderr)
+        result = verify.run_verify(
+            list(specs.values()), infos, dtype=dtype, steps=args.verify_steps, data_dir=args.data_dir,
+            threads=args.threads, progress=None if args.no_progress else verify.print_progress,
+        )
+        verify.write_report(result, args.out, dtype, args.verify_steps)
+        for message in verify.failure_messages(result.rows):
+            print(f"verification FAIL {message.splitlines()[0]}", file=sys.stderr)
+        failed = failed or result.failed
+    return failed
 
 
 # nnparity report / compare / data --------------------------------------------------
@@ -244,13 +288,15 @@ def cmd_report(args) -> int:
     from nnparity.harness.results import RUNS_FILE, read_records
     from nnparity.report import write_report
 
+    from nnparity.report import verification
+
     records = read_records(args.dir)
     written = write_report(args.dir, records=records)
     if not records:
         print(f"nnparity: error: no runs in {os.path.join(args.dir, RUNS_FILE)}: the file contains no records; "
               f"run `nnparity run --out {args.dir}` to add runs", file=sys.stderr)
         return EXIT_FAILED
-    print_results(records)
+    print_results(records, verification.load(args.dir))
     print(f"\nWrote {', '.join(written.values())}")
     return 0
 
@@ -331,8 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dropout", choices=("exact", "native"), default="exact",
                      help="exact: the harness supplies the masks (default); native: each framework draws them")
     run.add_argument("--timeout", type=float,
-                     help="seconds per run before it is killed (default: per model, 30 min or more)")
+                     help="seconds per run before it is killed (default: per model, 30 min or more for the tutorial "
+                          "schedule, scaled by the length of a longer one)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    run.add_argument("--verify", action="store_true",
+                     help="after the runs, verify each model on each backend against numpy (`nnparity verify`) and "
+                          "show the outcome in the report's verification column")
+    run.add_argument("--verify-dtype", default="float64",
+                     help="dtypes to verify in with --verify, comma-separated (default: float64, the strict check)")
+    run.add_argument("--verify-steps", type=int, default=10, help="steps compared by --verify (default: 10)")
     run.set_defaults(func=cmd_run)
 
     report = commands.add_parser(

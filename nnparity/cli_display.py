@@ -45,14 +45,17 @@ class ProgressDisplay:
         return False
 
 
-def print_results(records) -> None:
+def print_results(records, verification=None) -> None:
+    """Print a short table per model; the verification column only when the directory holds a verification."""
     from nnparity.report import tables
 
     columns = ("backend", "dtype", "status", "test acc", "final loss", "step median [q1-q3]", "train total",
                "max rel. loss diff vs numpy")
+    if verification is not None and verification.documents:
+        columns += ("verification",)
     picks = [tables.COLUMNS.index(c) for c in columns]
     for model in tables.models_in_order(records):
-        rows = [[row[i] for i in picks] for row in tables.model_rows(model, records)]
+        rows = [[row[i] for i in picks] for row in tables.model_rows(model, records, verification)]
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
         print(f"\n{model}")
         print("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths)))

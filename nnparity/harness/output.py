@@ -21,6 +21,7 @@ HISTORY_DIR = "history"
 # spec file reads that spec from there.
 RESULT_FILES = (
     "runs.jsonl", "runs.previous.jsonl", "summary.csv", "report.md", "report.html", "environment.json",
+    "verify.json",
 )
 RESULT_DIRS = ("params", ".jobs", ".inputs")
 RESULT_PATTERNS = ("*.png",)

@@ -40,6 +40,7 @@ class Job:
     spec: dict | None
     spec_hash: str
     backend: str
+    step_hash: str = ""
     adapter: str = ""
     variant: str = ""
     backend_environment: dict = field(default_factory=dict)
@@ -161,7 +162,8 @@ def plan_jobs(
                     for repeat in range(repeats):
                         jobs.append(Job(
                             run_id=_run_id(model, info.name, device, dtype, repeat),
-                            spec=spec.to_dict(), spec_hash=spec.content_hash(), backend=info.name,
+                            spec=spec.to_dict(), spec_hash=spec.content_hash(), step_hash=spec.step_hash(),
+                            backend=info.name,
                             adapter=info.adapter, variant=info.variant,
                             backend_environment=dict(info.environment), device=device, dtype=dtype,
                             repeat=repeat, dataset_options=dict(spec.dataset_options),

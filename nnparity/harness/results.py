@@ -35,6 +35,8 @@ class RunRecord:
     spec_hash: str
     backend: str
     variant: str = ""
+    # ModelSpec.step_hash: matches a run with the verification of the same model (empty in older records).
+    step_hash: str = ""
     device: str = "cpu"
     device_used: str = ""
     dtype: str = "float32"
@@ -138,8 +140,11 @@ def read_records(out_dir: str) -> list[RunRecord]:
     return records
 
 
-def summary_rows(records: list[RunRecord]) -> list[dict]:
-    """Flatten each run into a row of its scalar fields and timings (step samples left out)."""
+def summary_rows(records: list[RunRecord], extra: dict | None = None) -> list[dict]:
+    """Flatten each run into a row of its scalar fields and timings (step samples left out).
+
+    ``extra`` maps a run id to more columns for its row (the report's verification cell).
+    """
     rows = []
     for record in records:
         row = {
@@ -149,15 +154,16 @@ def summary_rows(records: list[RunRecord]) -> list[dict]:
         for key in TIMING_KEYS:
             if key != "step_samples":
                 row[key] = record.timings.get(key)
+        row.update((extra or {}).get(record.run_id, {}))
         rows.append(row)
     return rows
 
 
-def write_summary(out_dir: str, records: list[RunRecord]) -> str:
+def write_summary(out_dir: str, records: list[RunRecord], extra: dict | None = None) -> str:
     import pandas as pd
 
     path = os.path.join(out_dir, SUMMARY_FILE)
-    frame = pd.DataFrame(summary_rows(records))
+    frame = pd.DataFrame(summary_rows(records, extra))
     # Skipped runs leave integer columns empty; the nullable Int64 keeps "200" from becoming "200.0".
     for column in ("steps", "batch_size", "warmup_steps", "train_samples_evaluated"):
         if column in frame:

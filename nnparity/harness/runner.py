@@ -149,7 +149,8 @@ def make_record(job: Job, result: dict, environment: dict, versions: dict | None
     known = set(RunRecord.__dataclass_fields__)
     fields = {k: v for k, v in result.items() if k in known}
     return RunRecord(
-        run_id=job.run_id, model=job.model, spec_hash=job.spec_hash, backend=job.backend, variant=job.variant,
+        run_id=job.run_id, model=job.model, spec_hash=job.spec_hash, step_hash=job.step_hash, backend=job.backend,
+        variant=job.variant,
         device=job.device, dtype=job.dtype, dropout_mode=job.dropout_mode, threads=job.threads,
         repeat=job.repeat, framework_versions=versions or {}, environment=env, **fields,
     )

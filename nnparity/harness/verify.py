@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from nnparity.harness.schedule import batch_plan
 from nnparity.harness.verify_compare import (  # noqa: F401  (re-exported)
     ABS_FLOOR, SCALE_FLOOR, TOLERANCES, Row, compare, compare_backend,
 )
+from nnparity.report.verification import VERIFY_FILE, merge
 from nnparity.specs import ModelSpec
 
 log = logging.getLogger("nnparity")
@@ -42,7 +44,6 @@ REFERENCE = "numpy"
 DEFAULT_MODELS = ("moons-mlp", "mnist-softmax", "mnist-cnn", "binary-adder-rnn")
 DEFAULT_STEPS = 10
 DEFAULT_TIMEOUT_S = 900.0
-VERIFY_FILE = "verify.json"
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
@@ -53,6 +54,8 @@ THREAD_VARIABLES = (
 class VerifyResult:
     rows: list[Row] = field(default_factory=list)
     backends: dict = field(default_factory=dict)
+    # Model name -> spec_hash and step_hash of the spec verified, so a report can tell whether a run used it.
+    models: dict = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -120,7 +123,8 @@ def resolve_backends(names: list) -> list[BackendInfo]:
     infos = []
     for item in [REFERENCE, *names]:
         if isinstance(item, BackendInfo):
-            infos.append(item)
+            if all(info.name != item.name for info in infos):
+                infos.append(item)
         elif item not in known:
             raise KeyError(f"unknown backend {item!r}; known backends: {', '.join(known)}")
         elif all(info.name != item for info in infos):
@@ -131,12 +135,14 @@ def resolve_backends(names: list) -> list[BackendInfo]:
 def run_verify(specs: list[ModelSpec], backends: list, dtype: str = "float64", steps: int = DEFAULT_STEPS,
                out_dir: str | None = None, data_dir: str | None = None, threads: int = 1,
                timeout_s: float = DEFAULT_TIMEOUT_S, python_path: list[str] | None = None,
-               diagnose: bool = True) -> VerifyResult:
+               diagnose: bool = True, progress=None) -> VerifyResult:
     """Verify every backend against the reference on every spec; write ``verify.json`` when ``out_dir`` is set.
 
     With ``diagnose``, a backend that differs on a model also runs the
     conformance checks for that model's layer kinds and loss, and the first
-    failing row's message names the checks that fail.
+    failing row's message names the checks that fail. ``progress``, if
+    given, is called after each worker as ``progress(done, total, model,
+    backend, status, seconds)``.
     """
     if dtype not in TOLERANCES:
         raise ValueError(f"dtype must be one of {', '.join(TOLERANCES)}, got {dtype!r}")
@@ -149,18 +155,32 @@ def run_verify(specs: list[ModelSpec], backends: list, dtype: str = "float64", s
         result.backends[info.name] = {"versions": availability.versions, "available": availability.available,
                                       "reason": availability.reason, "plugin": info.plugin}
 
+    counter = _Counter(len(specs) * len(infos), progress)
     with tempfile.TemporaryDirectory(prefix="nnparity-verify-") as work_dir:
         for spec in specs:
-            result.rows.extend(_verify_model(spec.replace(dtype=dtype).validate(), infos, dtype, steps, data_dir,
-                                             work_dir, threads, timeout_s, python_path, result.backends,
-                                             diagnose))
+            spec = spec.replace(dtype=dtype).validate()
+            result.models[spec.name] = {"spec_hash": spec.content_hash(), "step_hash": spec.step_hash()}
+            result.rows.extend(_verify_model(spec, infos, dtype, steps, data_dir, work_dir, threads, timeout_s,
+                                             python_path, result.backends, diagnose, counter))
     if out_dir is not None:
         write_report(result, out_dir, dtype, steps)
     return result
 
 
+class _Counter:
+    """Counts finished workers and passes each to the caller's progress callback."""
+
+    def __init__(self, total: int, callback):
+        self.total, self.done, self.callback = total, 0, callback
+
+    def __call__(self, model: str, backend: str, status: str, seconds: float = 0.0, count: int = 1) -> None:
+        self.done += count
+        if self.callback is not None:
+            self.callback(self.done, self.total, model, backend, status, seconds)
+
+
 def _verify_model(spec, infos, dtype, steps, data_dir, work_dir, threads, timeout_s, python_path, backends,
-                  diagnose):
+                  diagnose, counter):
     from nnparity.datasets import DatasetCorrupt, DatasetMissing
 
     others = [info for info in infos if info.name != REFERENCE]
@@ -168,10 +188,12 @@ def _verify_model(spec, infos, dtype, steps, data_dir, work_dir, threads, timeou
     try:
         prepare_inputs(spec, steps, data_dir, inputs)
     except DatasetMissing as error:
+        counter(spec.name, "all", "skipped: dataset missing", count=len(infos))
         return [Row(spec.name, info.name, "all", status="skipped", message=f"dataset missing: {error}")
                 for info in others]
     except DatasetCorrupt as error:
         log.warning("verify %s: dataset %r is corrupt: %s", spec.name, spec.dataset, error)
+        counter(spec.name, "all", "failed: dataset corrupt", count=len(infos))
         return [Row(spec.name, info.name, "all", status="failed", message=f"dataset corrupt: {error}")
                 for info in others]
 
@@ -179,12 +201,14 @@ def _verify_model(spec, infos, dtype, steps, data_dir, work_dir, threads, timeou
     for info in infos:
         if not backends[info.name]["available"]:
             outputs[info.name] = ({"status": "skipped", "reason": backends[info.name]["reason"]}, {})
+            counter(spec.name, info.name, "skipped")
             continue
         started = time.monotonic()
         outputs[info.name] = run_worker(info, spec, dtype, steps, inputs, work_dir, threads,
                                         timeout_s=timeout_s, python_path=python_path)
         status = outputs[info.name][0]
         log.info("verify %s on %s: %s in %.1f s", spec.name, info.name, status["status"], time.monotonic() - started)
+        counter(spec.name, info.name, status["status"], time.monotonic() - started)
         if status["status"] == "failed":
             log.warning("verify %s on %s failed: %s\n%s", spec.name, info.name, status["reason"],
                         status.get("traceback", ""))
@@ -248,24 +272,36 @@ def failure_messages(rows: list[Row]) -> list[str]:
 
 
 def write_report(result: VerifyResult, out_dir: str, dtype: str, steps: int, command: str = "") -> str:
+    """Write ``verify.json`` in ``out_dir``, keeping the earlier verifications there that this one does not cover."""
     import nnparity
 
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, VERIFY_FILE)
     document = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": command or " ".join(sys.argv),
+        "command": command or _command_line(),
         "nnparity_version": nnparity.__version__,
         "python": sys.version.split()[0],
-        "reference": REFERENCE, "dtype": dtype, "steps": steps,
+        "reference": REFERENCE, "dtype": dtype, "steps": steps, "device": "cpu",
         "tolerances": {**TOLERANCES[dtype], "scale_floor": SCALE_FLOOR, "abs_floor": ABS_FLOOR},
         "backends": result.backends,
+        "models": result.models,
         "passed": not result.failed,
         "rows": [asdict(r) for r in result.rows],
     }
-    with open(path, "w") as handle:
+    document = merge(document, out_dir)
+    # Written beside and renamed over, so an interrupted write leaves the earlier file whole.
+    with open(path + ".part", "w") as handle:
         json.dump(document, handle, indent=2, default=str)
+    os.replace(path + ".part", path)
     return path
+
+
+def _command_line() -> str:
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program == "nnparity":
+        return "nnparity " + shlex.join(sys.argv[1:])
+    return shlex.join(sys.argv)
 
 
 # Command line ---------------------------------------------------------------
@@ -282,13 +318,16 @@ def add_verify_arguments(parser) -> None:
                         help="training steps compared after step 0 (default: %(default)s)")
     parser.add_argument("--dtype", choices=sorted(TOLERANCES), default="float64",
                         help="floating-point type of every run (default: %(default)s)")
-    parser.add_argument("--out", default="results/verify", help="directory for verify.json (default: %(default)s)")
+    parser.add_argument("--out", default="results/verify",
+                        help="directory for verify.json; a results directory of `nnparity run` gets its report's "
+                             "verification column updated (default: %(default)s)")
     parser.add_argument("--data-dir", default=None, help="dataset directory (default: $NNPARITY_DATA_DIR or the cache)")
     parser.add_argument("--threads", type=int, default=1, help="threads per worker (default: %(default)s)")
     parser.add_argument("--no-diagnose", action="store_true",
                         help="do not run the conformance checks for a backend that differs")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                         help="seconds before a worker is stopped and failed (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="do not print a line per finished worker")
 
 
 def run_verify_command(args) -> int:
@@ -310,16 +349,49 @@ def run_verify_command(args) -> int:
         return 2
     result = run_verify(specs, names, dtype=args.dtype, steps=args.steps, out_dir=None,
                         data_dir=args.data_dir, threads=args.threads, timeout_s=args.timeout,
-                        diagnose=not getattr(args, "no_diagnose", False))
+                        diagnose=not getattr(args, "no_diagnose", False),
+                        progress=None if getattr(args, "no_progress", False) else print_progress)
     path = write_report(result, args.out, args.dtype, args.steps)
+    print_outcome(result)
+    print(f"wrote {path}")
+    report = refresh_run_report(args.out)
+    if report:
+        print(f"updated the verification column of {report}")
+    return 1 if result.failed else 0
+
+
+def print_progress(done: int, total: int, model: str, backend: str, status: str, seconds: float) -> None:
+    """Print one line per finished worker to stderr (the table goes to stdout)."""
+    timing = f" in {seconds:.1f} s" if seconds else ""
+    print(f"[{done}/{total}] verify {model} on {backend}: {status}{timing}", file=sys.stderr, flush=True)
+
+
+def print_outcome(result: VerifyResult) -> None:
+    """Print the table, then every failure and skip with its message."""
     print(format_table(result.rows))
     for message in failure_messages(result.rows):
         print(f"FAIL {message}")
     for r in result.rows:
         if r.status == "skipped":
             print(f"skipped {r.model} on {r.backend}: {r.message}")
-    print(f"wrote {path}")
-    return 1 if result.failed else 0
+
+
+def refresh_run_report(out_dir: str) -> str | None:
+    """Rewrite the report of a results directory that holds runs, so it shows the new verification.
+
+    Returns the Markdown report's path, or None when ``out_dir`` holds no runs.
+    """
+    from nnparity.harness.results import RUNS_FILE, read_records
+    from nnparity.report import write_report as write_run_report
+
+    if not os.path.isfile(os.path.join(out_dir, RUNS_FILE)):
+        return None
+    try:
+        records = read_records(out_dir)
+    except ValueError as error:
+        log.warning("the report in %s was not updated: %s", out_dir, error)
+        return None
+    return write_run_report(out_dir, records=records)["markdown"]
 
 
 class VerifyUsageError(ValueError):

@@ -27,12 +27,14 @@ def write_report(out_dir: str, plots: bool = True, records: list[RunRecord] | No
 
     ``records`` saves reading ``runs.jsonl`` again where the caller already has them.
     """
-    from nnparity.report import html, markdown
+    from nnparity.report import html, markdown, verification as verified
 
     if records is None:
         records = read_records(out_dir)
     environment = load_environment(out_dir, records)
-    written = {"summary": write_summary(out_dir, records)}
+    verification = verified.load(out_dir)
+    cells = {r.run_id: {"verification": verified.verification_cell(r, verification)} for r in records}
+    written = {"summary": write_summary(out_dir, records, cells)}
 
     figures: dict[str, list[str]] = {}
     if plots and records:
@@ -43,8 +45,9 @@ def write_report(out_dir: str, plots: bool = True, records: list[RunRecord] | No
         except Exception as error:  # a plotting bug must not cost the tables
             log.warning("plots were not written: %s: %s", type(error).__name__, error)
 
-    written["markdown"] = _write(out_dir, "report.md", markdown.render(records, environment, figures))
-    written["html"] = _write(out_dir, "report.html", html.render(records, environment, figures, out_dir))
+    written["markdown"] = _write(out_dir, "report.md", markdown.render(records, environment, figures, verification))
+    written["html"] = _write(out_dir, "report.html",
+                             html.render(records, environment, figures, out_dir, verification))
     return written
 
 

@@ -9,6 +9,7 @@ import os
 from nnparity.harness.results import RunRecord
 from nnparity.report import tables
 from nnparity.report.markdown import NO_RUNS, dropout_line, header_lines, shortened_line
+from nnparity.report.verification import EXPLANATION, Verification, header_lines as verification_lines
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -30,17 +31,19 @@ def embed_png(out_dir: str, name: str) -> str:
     return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
 
 
-def table_html(records: list[RunRecord], model: str) -> str:
+def table_html(records: list[RunRecord], model: str, verification: Verification | None = None) -> str:
     mine = [r for r in records if r.model == model]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in tables.COLUMNS)
     body = []
-    for record, row in zip(mine, tables.model_rows(model, records)):
+    for record, row in zip(mine, tables.model_rows(model, records, verification)):
         cells = "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
         body.append(f'<tr class="{record.status}">{cells}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def render(records: list[RunRecord], environment: dict, plots: dict[str, list[str]], out_dir: str) -> str:
+def render(records: list[RunRecord], environment: dict, plots: dict[str, list[str]], out_dir: str,
+           verification: Verification | None = None) -> str:
+    verification = verification or Verification()
     parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>nnparity report</title>",
              f"<style>{STYLE}</style></head><body>", "<h1>nnparity report</h1>", "<ul>"]
     for label, value in header_lines(environment, records) if records or environment else []:
@@ -57,9 +60,12 @@ def render(records: list[RunRecord], environment: dict, plots: dict[str, list[st
         "<p>The last column is the largest relative difference of the per-sample training loss to the NumPy "
         "run of the same model, dtype and dropout mode, over the steps both recorded.</p>"
     )
+    parts.append(f"<p>{html.escape(EXPLANATION)}</p><ul>")
+    parts += [f"<li>{html.escape(line)}</li>" for line in verification_lines(verification)]
+    parts.append("</ul>")
 
     for model in tables.models_in_order(records):
-        parts += [f"<h2>{html.escape(model)}</h2>", table_html(records, model)]
+        parts += [f"<h2>{html.escape(model)}</h2>", table_html(records, model, verification)]
         parts += [embed_png(out_dir, name) for name in plots.get(model, [])]
 
     if plots.get("suite"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nnparity.harness.results import RunRecord
 from nnparity.report import tables
+from nnparity.report.verification import EXPLANATION, Verification, header_lines as verification_lines
 
 
 def header_lines(environment: dict, records: list[RunRecord]) -> list[tuple[str, str]]:
@@ -61,9 +62,11 @@ NO_RUNS = ("No runs: runs.jsonl in this directory contains no records, so there 
            "directory to add runs.")
 
 
-def render(records: list[RunRecord], environment: dict, plots: dict[str, list[str]] | None = None) -> str:
+def render(records: list[RunRecord], environment: dict, plots: dict[str, list[str]] | None = None,
+           verification: Verification | None = None) -> str:
     """Render the whole report as Markdown. ``plots`` maps a section (a model, or ``"suite"``) to PNG file names."""
     plots = plots or {}
+    verification = verification or Verification()
     lines = ["# nnparity report", ""]
     if not records:
         # Without an environment file the header would be all placeholders, so it is left out.
@@ -86,11 +89,13 @@ def render(records: list[RunRecord], environment: dict, plots: dict[str, list[st
         f"{tables.DIVERGENCE_THRESHOLDS['float64']:g} (float64) or {tables.DIVERGENCE_THRESHOLDS['float32']:g} "
         "(float32), the cell names the first step that did: an unstable phase of training (an oscillating "
         "loss) amplifies rounding differences, and an adapter error shows from step 0 or 1.", "",
+        EXPLANATION, "",
     ]
+    lines += [f"- {line}" for line in verification_lines(verification)] + [""]
 
     for model in tables.models_in_order(records):
         lines += [f"## {model}", ""]
-        lines += markdown_table(tables.COLUMNS, tables.model_rows(model, records))
+        lines += markdown_table(tables.COLUMNS, tables.model_rows(model, records, verification))
         lines.append("")
         lines += [f"![{name}]({name})" for name in plots.get(model, [])]
         if plots.get(model):

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from nnparity.harness.results import RunRecord
+from nnparity.report.verification import Verification, verification_cell
 
 REFERENCE_BACKEND = "numpy"
 # Beyond these relative differences the parity cell also names the first step that exceeded them. Correct
@@ -21,6 +22,7 @@ DIVERGENCE_THRESHOLDS = {"float64": 1e-9, "float32": 1e-4}
 COLUMNS = (
     "backend", "device used", "dtype", "status", "train acc", "test acc", "final loss", "build",
     "first step (compile)", "step median [q1-q3]", "train total", "samples/s", "peak memory", "max rel. loss diff vs numpy",
+    "verification",
 )
 
 
@@ -119,8 +121,8 @@ def backend_label(record: RunRecord, repeated: bool) -> str:
     return f"{label} #{record.repeat}" if repeated else label
 
 
-def model_rows(model: str, records: list[RunRecord]) -> list[list[str]]:
-    """Format the rows of one model's table, in record order."""
+def model_rows(model: str, records: list[RunRecord], verification: Verification | None = None) -> list[list[str]]:
+    """Format the rows of one model's table, in record order; ``verification`` fills the last column."""
     mine = [r for r in records if r.model == model]
     repeated = any(r.repeat > 0 for r in mine)
     rows = []
@@ -143,6 +145,7 @@ def model_rows(model: str, records: list[RunRecord]) -> list[list[str]]:
             fmt_number(timings.get("samples_per_s")),
             fmt_memory(record),
             parity_cell(record, records),
+            verification_cell(record, verification),
         ])
     return rows
 

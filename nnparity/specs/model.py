@@ -249,6 +249,22 @@ class ModelSpec:
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    def step_hash(self) -> str:
+        """Hash of what one training step computes: ``content_hash`` without the dtype and the schedule's length.
+
+        Two specs with the same step hash draw the same initial parameters and
+        the same first batches and apply the same update, so a verification of
+        one covers the other's first steps, in any dtype and for any number of
+        steps (``--schedule long``, ``--max-steps``).
+        """
+        data = self.to_dict()
+        for key in ("description", "dtype"):
+            data.pop(key)
+        for key in ("steps", "epochs", "record_every"):
+            data["schedule"].pop(key, None)
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
     def replace(self, **changes) -> "ModelSpec":
         """A copy with top-level fields changed (layers are copied, not shared)."""
         copy = ModelSpec.from_dict(self.to_dict())

@@ -1,0 +1,181 @@
+"""The verification column: how each run's model and backend fared in ``nnparity verify``.
+
+``verify.json`` in a results directory is written by ``nnparity run --verify``
+or by ``nnparity verify --out DIR``. It holds the newest verification at its
+top level and, under ``earlier``, older ones that cover a model, backend or
+dtype the newest does not. A run takes the newest verification of its model
+and backend, in its own dtype if one exists, else in another, and the cell
+names that dtype.
+
+A verification only speaks for a run made from the same computation and the
+same framework version, so the cell reads ``other spec verified`` when the
+run's ``step_hash`` (``ModelSpec.step_hash``: the spec without dtype and
+schedule length) differs from the verified one, and ``other version
+verified`` when the backend's framework versions differ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+log = logging.getLogger("nnparity")
+
+VERIFY_FILE = "verify.json"
+REFERENCE_BACKEND = "numpy"
+NOT_VERIFIED = "not verified"
+# Earlier verifications kept in verify.json besides the newest; older ones are dropped.
+MAX_EARLIER = 20
+QUANTITY_NAMES = {"step0": "step 0", "curve": "loss curve", "final": "final parameters"}
+
+
+@dataclass
+class Verification:
+    """The verifications recorded in one results directory, newest first."""
+
+    documents: list[dict] = field(default_factory=list)
+    problem: str = ""
+
+    def find(self, model: str, backend: str, dtype: str) -> tuple[dict, list[dict]] | None:
+        """Return (document, rows) of the newest verification of ``model`` on ``backend``, ``dtype`` preferred."""
+        found = []
+        for document in self.documents:
+            rows = [r for r in document.get("rows", []) if r.get("model") == model and r.get("backend") == backend]
+            if rows:
+                found.append((document, rows))
+        same_dtype = [item for item in found if item[0].get("dtype") == dtype]
+        return (same_dtype or found or [None])[0]
+
+
+def load(out_dir: str) -> Verification:
+    """Read ``<out_dir>/verify.json``; an absent file gives no documents, an unreadable one a ``problem``."""
+    path = os.path.join(out_dir, VERIFY_FILE)
+    if not os.path.exists(path):
+        return Verification()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+        if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
+            raise ValueError("it has no list of rows")
+    except (OSError, ValueError) as error:
+        log.warning("%s was not read, so the report shows no verification: %s", path, error)
+        return Verification(problem=f"{path} could not be read ({error}); rerun `nnparity verify --out {out_dir}`")
+    earlier = [d for d in document.pop("earlier", []) if isinstance(d, dict) and isinstance(d.get("rows"), list)]
+    return Verification([document, *earlier])
+
+
+def merge(new: dict, out_dir: str) -> dict:
+    """Return ``new`` with the verifications already in ``out_dir`` that it does not replace under ``earlier``.
+
+    The new verification replaces an earlier one only when it covers every
+    (model, backend, dtype) the earlier one covered. Verifying one model
+    after another in the same directory therefore loses none of them.
+    """
+    covered = _coverage(new)
+    kept = [d for d in load(out_dir).documents if not _coverage(d) <= covered]
+    return {**new, "earlier": kept[:MAX_EARLIER]}
+
+
+def _coverage(document: dict) -> set[tuple[str, str, str]]:
+    return {(r.get("model"), r.get("backend"), document.get("dtype")) for r in document.get("rows", [])}
+
+
+def verification_cell(record, verification: Verification | None) -> str:
+    """Return the verification cell of one run: the outcome, with the dtype it was verified in."""
+    if record.spec_hash.startswith("baseline-"):
+        return "-"
+    if record.backend == REFERENCE_BACKEND:
+        return "reference"
+    if verification is None or not verification.documents:
+        return NOT_VERIFIED
+    found = verification.find(record.model, record.backend, record.dtype)
+    if found is None:
+        return NOT_VERIFIED
+    document, rows = found
+    mismatch = _mismatch(record, document)
+    if mismatch:
+        return mismatch
+    where = document.get("dtype", "?")
+    if document.get("device", "cpu") != record.device:
+        where += f" on {document.get('device', 'cpu')}"
+    return f"{outcome(rows)} ({where})"
+
+
+def outcome(rows: list[dict]) -> str:
+    """Summarise one (model, backend)'s verify rows: pass, FAIL <worst quantity>, error or skipped."""
+    for status, label in (("failed", "error"), ("skipped", "skipped")):
+        row = next((r for r in rows if r.get("status") == status), None)
+        if row is not None:
+            return f"{label}: {_first_line(row.get('message', ''), 60)}"
+    failing = [r for r in rows if r.get("status") == "FAIL"]
+    if failing:
+        first = failing[0]
+        if first.get("max_rel") is None:
+            return f"FAIL {first.get('quantity')}: {_first_line(first.get('message', ''), 60)}"
+        return f"FAIL {first.get('quantity')} ({_number(first.get('max_rel'))} > {_number(first.get('tolerance'))})"
+    return "pass"
+
+
+def _mismatch(record, document: dict) -> str:
+    verified = (document.get("models") or {}).get(record.model, {}).get("step_hash")
+    if verified and record.step_hash and verified != record.step_hash:
+        return "other spec verified"
+    versions = (document.get("backends") or {}).get(record.backend, {}).get("versions") or {}
+    differ = [f"{name} {version}" for name, version in versions.items()
+              if name in (record.framework_versions or {}) and record.framework_versions[name] != version]
+    if differ:
+        return f"other version verified ({', '.join(differ)})"
+    return ""
+
+
+def header_lines(verification: Verification) -> list[str]:
+    """Return a line per recorded verification: command, date, dtype, steps, tolerances and outcome counts."""
+    if verification.problem:
+        return [f"Verification: none shown: {verification.problem}."]
+    if not verification.documents:
+        return ["Verification: none. These runs were not checked against the NumPy reference; "
+                "`nnparity run --verify`, or `nnparity verify --out` with this directory, records one."]
+    lines = []
+    for document in verification.documents:
+        tolerances = document.get("tolerances", {})
+        bounds = ", ".join(f"{QUANTITY_NAMES[key]} {tolerances[key]:g}" for key in QUANTITY_NAMES if key in tolerances)
+        counts = _pair_counts(document)
+        tally = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
+        lines.append(
+            f"Verification ({document.get('date', 'date unknown')}, `{document.get('command', '?')}`): "
+            f"{document.get('steps', '?')} steps in {document.get('dtype', '?')} on {document.get('device', 'cpu')} "
+            f"against {document.get('reference', REFERENCE_BACKEND)}, relative tolerances {bounds or 'not recorded'}; "
+            f"(model, backend) pairs: {tally or 'none'}."
+        )
+    return lines
+
+
+EXPLANATION = (
+    "The verification column shows how `nnparity verify` found the run's model on the run's backend: the "
+    "logits, loss and every gradient at step 0, the loss curve and the final parameters of the first steps, "
+    "from the same weights and batches as NumPy. `pass` means every quantity was within the tolerance of its "
+    "dtype (named in brackets; float64 is the strict check), `FAIL` names the first quantity that was not, "
+    "and `other spec verified` or `other version verified` means the verification was of a different model "
+    "definition or framework version than this run used, so it does not speak for it."
+)
+
+
+def _pair_counts(document: dict) -> dict[str, int]:
+    pairs: dict[tuple, list[dict]] = {}
+    for row in document.get("rows", []):
+        pairs.setdefault((row.get("model"), row.get("backend")), []).append(row)
+    counts = {"pass": 0, "FAIL": 0, "error": 0, "skipped": 0}
+    for rows in pairs.values():
+        counts[outcome(rows).split(":")[0].split(" ")[0]] += 1
+    return counts
+
+
+def _first_line(text: str, limit: int) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else "(no reason recorded)"
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.1e}"
