@@ -139,6 +139,19 @@ def test_unreadable_verify_file_is_reported_not_fatal(tmp_path):
     assert "nnparity verify --out" in verification.header_lines(found)[0]
 
 
+def test_verify_file_of_the_wrong_shape_reads_without_crashing(tmp_path):
+    broken = {"rows": [row(), "not a row", row(backend="jax", status="odd")], "models": [], "backends": "x",
+              "tolerances": {"step0": "tight"}, "earlier": {"not": "a list"}}
+    (tmp_path / "verify.json").write_text(json.dumps(broken))
+
+    found = load(str(tmp_path))
+
+    assert len(found.documents) == 1
+    assert verification_cell(record(), found) == "pass (?)"
+    assert verification_cell(record(backend="jax"), found) == "error: unknown status 'odd' in verify.json (?)"
+    assert "relative tolerances not recorded" in verification.header_lines(found)[0]
+
+
 def test_new_suite_moves_verification_to_history(tmp_path):
     (tmp_path / "runs.jsonl").write_text("")
     (tmp_path / "verify.json").write_text("{}")

@@ -62,8 +62,22 @@ def load(out_dir: str) -> Verification:
     except (OSError, ValueError) as error:
         log.warning("%s was not read, so the report shows no verification: %s", path, error)
         return Verification(problem=f"{path} could not be read ({error}); rerun `nnparity verify --out {out_dir}`")
-    earlier = [d for d in document.pop("earlier", []) if isinstance(d, dict) and isinstance(d.get("rows"), list)]
-    return Verification([document, *earlier])
+    earlier = document.pop("earlier", [])
+    documents = [document, *(earlier if isinstance(earlier, list) else [])]
+    return Verification([_clean(d) for d in documents if isinstance(d, dict) and isinstance(d.get("rows"), list)])
+
+
+def _clean(document: dict) -> dict:
+    """Drop what a hand-edited or foreign ``verify.json`` holds in the wrong shape, so reading it cannot crash."""
+    document = dict(document)
+    document["rows"] = [r for r in document["rows"] if isinstance(r, dict)]
+    for key in ("models", "backends", "tolerances"):
+        if not isinstance(document.get(key), dict):
+            document[key] = {}
+    document["models"] = {k: v for k, v in document["models"].items() if isinstance(v, dict)}
+    document["backends"] = {k: v for k, v in document["backends"].items() if isinstance(v, dict)}
+    document["tolerances"] = {k: v for k, v in document["tolerances"].items() if isinstance(v, (int, float))}
+    return document
 
 
 def merge(new: dict, out_dir: str) -> dict:
@@ -112,17 +126,21 @@ def outcome(rows: list[dict]) -> str:
     failing = [r for r in rows if r.get("status") == "FAIL"]
     if failing:
         first = failing[0]
-        if first.get("max_rel") is None:
+        if not isinstance(first.get("max_rel"), (int, float)):
             return f"FAIL {first.get('quantity')}: {_first_line(first.get('message', ''), 60)}"
         return f"FAIL {first.get('quantity')} ({_number(first.get('max_rel'))} > {_number(first.get('tolerance'))})"
+    unknown = next((r.get("status") for r in rows if r.get("status") != "pass"), None)
+    if unknown is not None:
+        return f"error: unknown status {unknown!r} in verify.json"
     return "pass"
 
 
 def _mismatch(record, document: dict) -> str:
-    verified = (document.get("models") or {}).get(record.model, {}).get("step_hash")
+    verified = document["models"].get(record.model, {}).get("step_hash")
     if verified and record.step_hash and verified != record.step_hash:
         return "other spec verified"
-    versions = (document.get("backends") or {}).get(record.backend, {}).get("versions") or {}
+    versions = document["backends"].get(record.backend, {}).get("versions")
+    versions = versions if isinstance(versions, dict) else {}
     differ = [f"{name} {version}" for name, version in versions.items()
               if name in (record.framework_versions or {}) and record.framework_versions[name] != version]
     if differ:
@@ -172,10 +190,11 @@ def _pair_counts(document: dict) -> dict[str, int]:
     return counts
 
 
-def _first_line(text: str, limit: int) -> str:
-    line = (text or "").strip().splitlines()[0] if (text or "").strip() else "(no reason recorded)"
+def _first_line(text, limit: int) -> str:
+    text = str(text or "").strip()
+    line = text.splitlines()[0] if text else "(no reason recorded)"
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def _number(value) -> str:
-    return "-" if value is None else f"{value:.1e}"
+    return f"{value:.1e}" if isinstance(value, (int, float)) else "-"
