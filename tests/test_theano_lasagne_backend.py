@@ -20,7 +20,7 @@ from nnparity.harness.schedule import batch_plan, dropout_masks
 from nnparity.models import get_spec
 from nnparity.specs import (
     L2, Adam, Conv2D, Dense, Dropout, Flatten, GlorotUniform, Input, MaxPool2D, ModelSpec, Momentum,
-    Orthogonal, Schedule, SoftmaxCrossEntropy,
+    SGD, Orthogonal, Schedule, SoftmaxCrossEntropy,
 )
 from nnparity.testing import make_adapter, max_relative_difference
 
@@ -176,6 +176,23 @@ def test_tiny_cifar_matches_numpy(tmp_path, optimizer):
     x = (rng.randint(0, 256, size=(64, 3, 12, 12)) // 2 + (y * 12)[:, None, None, None]) / 255.0
     outputs, batches = run_legacy(tmp_path, spec, "theano-lasagne", x, y, 4)
     assert_matches_numpy(outputs, reference_run(spec, batches))
+
+
+@pytest.mark.parametrize("optimizer", [
+    SGD(learning_rate=0.01),
+    Momentum(learning_rate=0.01, momentum=0.9, nesterov=True, form="keras"),
+    Adam(learning_rate=1e-3, epsilon_form="uncorrected"),
+], ids=["sgd", "nesterov-keras", "adam-uncorrected"])
+def test_float32_runs_lasagne_updates(tmp_path, optimizer):
+    # These optimizers use Lasagne's own update rules, whose constants must not turn float32 updates to float64.
+    spec = tiny_cifar_spec(optimizer)
+    rng = np.random.RandomState(5)
+    x, y = rng.uniform(size=(32, 3, 12, 12)), rng.randint(0, 10, size=32)
+    outputs, batches = run_legacy(tmp_path, spec, "theano-lasagne", x, y, 3, "float32")
+    reference = reference_run(spec.replace(dtype="float32").validate(), batches, "float32")
+
+    assert outputs["param/dense1/W"].dtype == np.float32
+    np.testing.assert_allclose(outputs["losses"], reference["losses"], rtol=1e-4)
 
 
 def test_native_dropout_runs(tmp_path):

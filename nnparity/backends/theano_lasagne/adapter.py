@@ -71,17 +71,22 @@ class LasagneAdapter(Adapter):
     def _updates(self, loss):
         optimizer, updates_module = self.spec.optimizer, self._lasagne.updates
         params = list(self._shared.values())
-        lr = np.asarray(optimizer.learning_rate, dtype=self.options.dtype)
+
+        # Hyperparameters go in as Theano constants of the run's dtype. As NumPy 0-d arrays, Lasagne's
+        # ``1 - beta1`` became a float64 scalar under NumPy 1.23, and a float32 run's updates float64.
+        def constant(value):
+            return self._theano.tensor.constant(np.asarray(value, dtype=self.options.dtype))
+
+        lr = constant(optimizer.learning_rate)
         if isinstance(optimizer, T.SGD):
             return updates_module.sgd(loss, params, lr)
         if isinstance(optimizer, T.Momentum) and optimizer.form == "keras":
             rule = updates_module.nesterov_momentum if optimizer.nesterov else updates_module.momentum
-            return rule(loss, params, lr, momentum=np.asarray(optimizer.momentum, dtype=self.options.dtype))
+            return rule(loss, params, lr, momentum=constant(optimizer.momentum))
         if isinstance(optimizer, T.Adam) and optimizer.epsilon_form == "uncorrected":
-            cast = lambda value: np.asarray(value, dtype=self.options.dtype)  # noqa: E731
             return updates_module.adam(
-                loss, params, lr, beta1=cast(optimizer.beta1), beta2=cast(optimizer.beta2),
-                epsilon=cast(optimizer.epsilon),
+                loss, params, lr, beta1=constant(optimizer.beta1), beta2=constant(optimizer.beta2),
+                epsilon=constant(optimizer.epsilon),
             )
         grads = self._theano.grad(loss, params)
         return symbolic.optimizer_updates(
