@@ -243,6 +243,16 @@ def test_compare_marks():
     assert "ok -> failed" in text
 
 
+def test_compare_names_step_counts_when_they_differ():
+    old, new = timed("a", "numpy", 0.010, accuracy=0.9), timed("a", "numpy", 0.010, accuracy=0.8)
+    old.steps, new.steps = 20, 5
+
+    text = format_comparison(compare_records([old], [new]))
+
+    assert "-0.1000 (steps 20 -> 5)" in text
+    assert text.startswith("mark  old step")
+
+
 def test_compare_rejects_threshold_below_one():
     with pytest.raises(ValueError, match="threshold must be above 1"):
         compare_records([], [], threshold=0.9)

@@ -4,7 +4,9 @@ Each (model, backend, dtype) found in either directory gets the ratio
 new/old of the median step time (over repeats, the median of their medians)
 and the change in test accuracy. Its mark is ``+`` when faster by more than
 the threshold or newly working, ``-`` when slower by more than the threshold,
-``!`` when newly failed, and blank otherwise.
+``!`` when newly failed, and blank otherwise. An accuracy change between runs
+of different lengths (``--max-steps``, ``--schedule``) names both step
+counts, because it then measures the schedule as much as the backend.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Comparison:
     old_status: str
     new_status: str
     mark: str
+    old_steps: int | None = None
+    new_steps: int | None = None
 
 
 def _summarise(records: list[RunRecord]) -> dict[tuple, dict]:
@@ -48,6 +52,7 @@ def _summarise(records: list[RunRecord]) -> dict[tuple, dict]:
         else:
             status = "skipped"
         summary[key] = {
+            "steps": max((r.steps for r in ok if r.steps is not None), default=None),
             "step": statistics.median(steps) if steps else None,
             "accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
             "status": status,
@@ -61,8 +66,8 @@ def compare_records(old: list[RunRecord], new: list[RunRecord], threshold: float
     before, after = _summarise(old), _summarise(new)
     rows = []
     for key in list(before) + [k for k in after if k not in before]:
-        a = before.get(key, {"step": None, "accuracy": None, "status": "absent"})
-        b = after.get(key, {"step": None, "accuracy": None, "status": "absent"})
+        absent = {"step": None, "accuracy": None, "status": "absent", "steps": None}
+        a, b = before.get(key, absent), after.get(key, absent)
         ratio = b["step"] / a["step"] if a["step"] and b["step"] is not None else None
         if a["status"] == "ok" and b["status"] == "failed":
             mark = "!"
@@ -75,7 +80,7 @@ def compare_records(old: list[RunRecord], new: list[RunRecord], threshold: float
         else:
             mark = " "
         rows.append(Comparison(*key, a["step"], b["step"], ratio, a["accuracy"], b["accuracy"],
-                               a["status"], b["status"], mark))
+                               a["status"], b["status"], mark, a["steps"], b["steps"]))
     return rows
 
 
@@ -86,11 +91,14 @@ def compare_dirs(old_dir: str, new_dir: str, threshold: float = 1.1) -> list[Com
 def _accuracy_change(row: Comparison) -> str:
     if row.old_accuracy is None or row.new_accuracy is None:
         return "-"
-    return f"{row.new_accuracy - row.old_accuracy:+.4f}"
+    change = f"{row.new_accuracy - row.old_accuracy:+.4f}"
+    if row.old_steps != row.new_steps:
+        change += f" (steps {row.old_steps} -> {row.new_steps})"
+    return change
 
 
 def format_comparison(rows: list[Comparison]) -> str:
-    header = ("", "old step", "new step", "ratio", "test acc change", "status old -> new", "model / backend / dtype")
+    header = ("mark", "old step", "new step", "ratio", "test acc change", "status old -> new", "model / backend / dtype")
     lines = []
     for row in rows:
         lines.append((
