@@ -27,6 +27,10 @@ class UsageError(Exception):
     """Invalid command-line input; the message names the value and the accepted ones."""
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def split_list(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
@@ -124,9 +128,9 @@ def start_output(out_dir: str) -> None:
 
     try:
         prepare_out_dir(out_dir)
+        archive_previous(out_dir)
     except OutputDirError as error:
         raise UsageError(str(error)) from None
-    archive_previous(out_dir)
 
 
 def check_data_dir(data_dir: str | None, option: str = "--data-dir") -> None:
@@ -203,11 +207,7 @@ def cmd_run(args) -> int:
         raise UsageError(f"invalid dtype {invalid!r}; use float32, float64 or both, comma-separated")
     if not models and not specs:
         raise UsageError("no model to run: no default model has its data present; see `nnparity list`")
-    verify_dtypes = split_list(args.verify_dtype)
-    bad = [d for d in verify_dtypes if d not in ("float32", "float64")]
-    if args.verify and (bad or not verify_dtypes):
-        invalid = bad[0] if bad else args.verify_dtype
-        raise UsageError(f"invalid --verify-dtype {invalid!r}; use float32, float64 or both, comma-separated")
+    verify_dtypes = check_verify_options(args)
     for option, value in (("--threads", args.threads), ("--repeats", args.repeats), ("--max-steps", args.max_steps),
                           ("--timeout", args.timeout), ("--verify-steps", args.verify_steps)):
         if value is not None and value <= 0:
@@ -238,9 +238,15 @@ def cmd_run(args) -> int:
     written = write_report(args.out, records=read_records(args.out))
     verification_failed = False
     if args.verify and not suite.interrupted:
-        verification_failed = verify_suite(jobs, backends, verify_dtypes, args)
+        try:
+            verification_failed = verify_suite(jobs, backends, verify_dtypes, args)
+        except KeyboardInterrupt:
+            written = write_report(args.out, records=read_records(args.out))
+            print(f"Interrupted during the verification: the runs, the report and the models already verified "
+                  f"are kept in {args.out}; `nnparity verify --out {args.out}` verifies the rest.", file=sys.stderr)
+            return EXIT_INTERRUPTED
         written = write_report(args.out, records=read_records(args.out))
-    print_results(suite.records, verification_module.load(args.out))
+    print_results(suite.records, verification_module.load(args.out, warn=False))
     print(f"\nReport: {written['markdown']} and {written['html']}")
     if suite.interrupted:
         print("Interrupted: the report contains the runs that finished.", file=sys.stderr)
@@ -252,8 +258,28 @@ def cmd_run(args) -> int:
     return EXIT_FAILED if failed else 0
 
 
+def check_verify_options(args) -> list[str]:
+    """Check --verify-dtype and --verify-steps, and that they come with --verify; return the dtypes to verify in."""
+    for option, value in (("--verify-dtype", args.verify_dtype), ("--verify-steps", args.verify_steps)):
+        if value is not None and not args.verify:
+            raise UsageError(f"{option} has no effect without --verify; add --verify or leave {option} out")
+    dtypes = split_list(args.verify_dtype or "float64")
+    bad = [d for d in dtypes if d not in ("float32", "float64")]
+    if bad or not dtypes:
+        raise UsageError(f"invalid --verify-dtype {bad[0] if bad else args.verify_dtype!r}; use float32, float64 "
+                         "or both, comma-separated")
+    if args.verify_steps is None:
+        args.verify_steps = 10
+    return dtypes
+
+
 def verify_suite(jobs, backends, dtypes: list[str], args) -> bool:
-    """Verify every model of the suite on its backends, once per dtype; return whether any verification failed."""
+    """Verify every model of the suite on its backends, once per dtype; return whether any verification failed.
+
+    Without --verify-dtype, a backend that cannot run float64 at all
+    (keras-torch) is verified in float32 instead, so that its runs get the
+    strictest check it supports rather than none.
+    """
     from nnparity.harness import verify
     from nnparity.specs import ModelSpec
 
@@ -267,18 +293,31 @@ def verify_suite(jobs, backends, dtypes: list[str], args) -> bool:
         log.warning("nothing to verify: the suite ran no network model")
         return False
     failed = False
-    for dtype in dtypes:
-        print(f"Verifying {len(specs)} models on {len(infos)} backends against numpy ({dtype}, "
-              f"{args.verify_steps} steps)", file=sys.stderr)
+    passes = [(dtype, infos) for dtype in dtypes]
+    while passes:
+        dtype, infos = passes.pop(0)
+        print(f"Verifying {plural(len(specs), 'model')} on {plural(len(infos), 'backend')} against numpy "
+              f"({dtype}, {plural(args.verify_steps, 'step')})", file=sys.stderr)
+        # With out_dir, an interrupted verification still writes the models it finished.
         result = verify.run_verify(
             list(specs.values()), infos, dtype=dtype, steps=args.verify_steps, data_dir=args.data_dir,
-            threads=args.threads, progress=None if args.no_progress else verify.print_progress,
+            threads=args.threads, progress=None if args.no_progress else verify.print_progress, out_dir=args.out,
         )
-        verify.write_report(result, args.out, dtype, args.verify_steps)
         for message in verify.failure_messages(result.rows):
             print(f"verification FAIL {message.splitlines()[0]}", file=sys.stderr)
         failed = failed or result.failed
+        if dtype == "float64" and args.verify_dtype is None:
+            no_float64 = [info for info in infos if _refuses_float64(info.name, result.rows)]
+            if no_float64:
+                passes.append(("float32", no_float64))
     return failed
+
+
+def _refuses_float64(backend: str, rows) -> bool:
+    """Return whether ``backend`` skipped every model because it does not support float64."""
+    mine = [r for r in rows if r.backend == backend]
+    return bool(mine) and all(r.status == "skipped" and "float64" in r.message and "not supported" in r.message
+                              for r in mine)
 
 
 # nnparity report / compare / data --------------------------------------------------
@@ -296,7 +335,7 @@ def cmd_report(args) -> int:
         print(f"nnparity: error: no runs in {os.path.join(args.dir, RUNS_FILE)}: the file contains no records; "
               f"run `nnparity run --out {args.dir}` to add runs", file=sys.stderr)
         return EXIT_FAILED
-    print_results(records, verification.load(args.dir))
+    print_results(records, verification.load(args.dir, warn=False))
     print(f"\nWrote {', '.join(written.values())}")
     return 0
 
@@ -383,9 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verify", action="store_true",
                      help="after the runs, verify each model on each backend against numpy (`nnparity verify`) and "
                           "show the outcome in the report's verification column")
-    run.add_argument("--verify-dtype", default="float64",
+    run.add_argument("--verify-dtype",
                      help="dtypes to verify in with --verify, comma-separated (default: float64, the strict check)")
-    run.add_argument("--verify-steps", type=int, default=10, help="steps compared by --verify (default: 10)")
+    run.add_argument("--verify-steps", type=int, help="steps compared by --verify (default: 10)")
     run.set_defaults(func=cmd_run)
 
     report = commands.add_parser(
@@ -450,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (FileNotFoundError, ValueError) as error:
         print(f"nnparity: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except PermissionError as error:
+        print(f"nnparity: error: {error.filename}: permission denied; make it writable, or copy the results "
+              "to a directory where you can write", file=sys.stderr)
         return EXIT_FAILED
 
 

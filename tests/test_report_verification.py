@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from nnparity.harness.output import archive_previous
+from nnparity.harness.output import OutputDirError, archive_previous
 from nnparity.harness.results import RunRecord
 from nnparity.harness.verify import refresh_run_report, run_verify
 from nnparity.models import get_spec
@@ -97,13 +97,22 @@ def test_cell_refuses_verification_of_another_spec_or_version():
     assert verification_cell(record(), found) == "other version verified (torch 2.12.0)"
 
 
-def test_cell_prefers_the_runs_dtype_then_the_newest():
-    newest64 = document([row("logits", "FAIL", max_rel=1e-3)], dtype="float64")
-    older32 = document([row()], dtype="float32")
-    found = Verification([newest64, older32])
+def test_cell_shows_a_failure_first_then_the_strictest_pass():
+    fail64, pass64 = document([row("logits", "FAIL", max_rel=1e-3)]), document([row()])
+    pass32, skip64 = document([row()], dtype="float32"), document([row("all", "skipped", message="no float64")])
 
-    assert verification_cell(record(dtype="float32"), found) == "pass (float32)"
-    assert verification_cell(record(dtype="float64"), found).startswith("FAIL logits")
+    # A float64 FAIL shows on a float32 run too, even where float32 passed.
+    assert verification_cell(record(dtype="float32"), Verification([fail64, pass32])).startswith("FAIL logits")
+    assert verification_cell(record(dtype="float32"), Verification([pass32, pass64])) == "pass (float64)"
+    assert verification_cell(record(dtype="float32"), Verification([skip64, pass32])) == "pass (float32)"
+    # Only the newest verification in each dtype counts: the older float64 FAIL was replaced.
+    assert verification_cell(record(), Verification([pass64, fail64])) == "pass (float64)"
+
+
+def test_cell_ignores_a_verification_of_another_version_when_one_applies():
+    old = document([row("logits", "FAIL", max_rel=1e-3)], dtype="float32", versions={"torch": "2.12.0"})
+
+    assert verification_cell(record(), Verification([document([row()]), old])) == "pass (float64)"
 
 
 def test_cell_names_the_device_verified_when_the_run_used_another():
@@ -136,6 +145,7 @@ def test_unreadable_verify_file_is_reported_not_fatal(tmp_path):
 
     assert found.documents == []
     assert "verify.json could not be read" in found.problem
+    assert verification_cell(record(), found) == "unknown: verify.json unreadable"
     assert "nnparity verify --out" in verification.header_lines(found)[0]
 
 
@@ -160,6 +170,56 @@ def test_new_suite_moves_verification_to_history(tmp_path):
 
     assert os.path.exists(os.path.join(target, "verify.json"))
     assert not (tmp_path / "verify.json").exists()
+
+
+def test_verification_without_runs_stays_for_the_next_suite(tmp_path):
+    (tmp_path / "verify.json").write_text("{}")
+
+    assert archive_previous(str(tmp_path)) is None
+    assert (tmp_path / "verify.json").exists()
+
+
+def test_failed_move_to_history_puts_everything_back(tmp_path, monkeypatch):
+    for name in ("runs.jsonl", "report.md", "verify.json"):
+        (tmp_path / name).write_text(name)
+    real_replace = os.replace
+
+    def replace(source, target):
+        if source.endswith("verify.json"):
+            raise PermissionError(1, "Operation not permitted")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OutputDirError, match="verify.json: Operation not permitted; nothing was moved"):
+        archive_previous(str(tmp_path))
+
+    assert sorted(os.listdir(tmp_path)) == ["report.md", "runs.jsonl", "verify.json"]
+
+
+def test_interrupted_verification_keeps_the_models_it_finished(tmp_path):
+    def progress(done, total, model, backend, status, seconds):
+        if model == "mnist-softmax":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_verify([get_spec("moons-mlp"), get_spec("mnist-softmax")], ["torch"], steps=1, out_dir=str(tmp_path),
+                   progress=progress)
+
+    document = json.loads((tmp_path / "verify.json").read_text())
+    assert document["complete"] is False
+    assert {r["model"] for r in document["rows"]} == {"moons-mlp"}
+    assert "interrupted before its last model" in verification.header_lines(load(str(tmp_path)))[0]
+
+
+def test_verify_options_need_verify(tmp_path, capsys):
+    from nnparity.cli import main
+
+    status = main(["run", "--models", "moons-mlp", "--verify-steps", "3", "--out", str(tmp_path)])
+
+    assert status == 2
+    assert "--verify-steps has no effect without --verify; add --verify" in capsys.readouterr().err
+    assert main(["run", "--models", "moons-mlp", "--verify", "--verify-dtype", "float16", "--out", str(tmp_path)]) == 2
+    assert "invalid --verify-dtype 'float16'" in capsys.readouterr().err
 
 
 # Real runs and verifications ----------------------------------------------------
@@ -193,6 +253,18 @@ def test_run_with_verify_fills_the_column(tmp_path):
     assert "[2/2] verify moons-mlp on torch: ok" in completed.stderr, completed.stderr
 
 
+def test_run_with_verify_checks_keras_torch_in_float32(tmp_path):
+    out = tmp_path / "out"
+
+    completed = nnparity("run", "--models", "moons-mlp", "--backends", "numpy,keras-torch", "--max-steps", "3",
+                         "--verify", "--verify-steps", "2", "--out", str(out), "--no-progress")
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    # keras-torch refuses float64, so it gets the float32 verification; an explicit --verify-dtype would not.
+    assert summary_column(out, "verification")["keras-torch"] == "pass (float32)"
+    assert [d["dtype"] for d in load(str(out)).documents] == ["float32", "float64"]
+
+
 def test_verify_into_results_dir_updates_report(tmp_path):
     out = tmp_path / "out"
     completed = nnparity("run", "--models", "mnist-softmax", "--backends", "numpy,jax", "--max-steps", "5",
@@ -200,10 +272,11 @@ def test_verify_into_results_dir_updates_report(tmp_path):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert set(summary_column(out, "verification").values()) == {"reference", "not verified"}
 
-    completed = nnparity("verify", "--models", "mnist-softmax", "--backends", "jax", "--steps", "2",
-                         "--dtype", "float32", "--out", str(out), "--no-progress")
+    completed = nnparity("verify", "--steps", "2", "--dtype", "float32", "--out", str(out), "--no-progress")
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "models mnist-softmax; backends jax" in completed.stderr
+    assert {r["backend"] for r in json.loads((out / "verify.json").read_text())["rows"]} == {"jax"}
     assert f"updated the verification column of {out / 'report.md'}" in completed.stdout
     with open(out / "summary.csv", newline="") as handle:
         cells = {(r["backend"], r["dtype"]): r["verification"] for r in csv.DictReader(handle)}
@@ -239,11 +312,22 @@ def test_run_with_verify_reports_a_wrong_adapter(tmp_path, faulty_plugin_env):
     assert "Verification failed" in completed.stderr
     cell = summary_column(out, "verification")["faulty-l2"]
     # The biases start at zero, so their extra L2 term shows only after the first update, on a bias.
-    assert cell.startswith("FAIL final:dense") and "/b (" in cell, cell
+    assert cell.startswith("FAIL final:dense"), cell
+    assert "/b (" in cell, cell
     assert "(model, backend) pairs: 1 FAIL." in (out / "report.md").read_text()
     # The runs were recorded and reported before the verification.
     records = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert {r["backend"]: r["status"] for r in records} == {"numpy": "ok", "faulty-l2": "ok"}
+
+
+def test_verify_accepts_a_spec_file(tmp_path):
+    completed = nnparity("verify", "--spec", os.path.join(ROOT, "examples", "moons-relu.toml"), "--backends", "torch",
+                         "--steps", "2", "--out", str(tmp_path), "--no-progress")
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    document = json.loads((tmp_path / "verify.json").read_text())
+    assert set(document["models"]) == {"moons-relu8"}
+    assert {r["status"] for r in document["rows"]} == {"pass"}
 
 
 def test_refresh_leaves_a_directory_without_runs_alone(tmp_path):

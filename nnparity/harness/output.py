@@ -69,9 +69,14 @@ def archive_previous(out_dir: str, now: datetime.datetime | None = None) -> str 
     """Move an earlier suite's results to ``<out_dir>/history/<UTC time>/``; return that directory, or None.
 
     Returns None, and moves nothing, when ``out_dir`` contains no results.
-    Two suites started in the same second get ``-1``, ``-2``, ... suffixes.
+    A ``verify.json`` without ``runs.jsonl`` stays: it verified the backends
+    for the suite about to run. Two suites started in the same second get
+    ``-1``, ``-2``, ... suffixes. When a name cannot be moved, the ones
+    already moved go back and OutputDirError names the one that failed.
     """
     names = previous_results(out_dir)
+    if "runs.jsonl" not in names:
+        names = [name for name in names if name != "verify.json"]
     if not names:
         return None
     stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
@@ -81,8 +86,31 @@ def archive_previous(out_dir: str, now: datetime.datetime | None = None) -> str 
         suffix += 1
         target = os.path.join(out_dir, HISTORY_DIR, f"{stamp}-{suffix}")
     os.makedirs(target)
-    for name in names:
-        os.replace(os.path.join(out_dir, name), os.path.join(target, name))
-    log.warning("moved the earlier suite's results in %s (%d files and folders) to %s; `nnparity report %s` "
-                "rebuilds its report", out_dir, len(names), target, target)
+    moved = []
+    try:
+        for name in names:
+            os.replace(os.path.join(out_dir, name), os.path.join(target, name))
+            moved.append(name)
+    except OSError as error:
+        _move_back(out_dir, target, moved)
+        raise OutputDirError(
+            f"the earlier results in {out_dir} could not be moved to {target}: {name}: "
+            f"{error.strerror or error}; nothing was moved. Make {name} movable, or choose another --out"
+        ) from None
+    hint = f"; `nnparity report {target}` rebuilds its report" if "runs.jsonl" in names else ""
+    count = f"{len(names)} file or folder" if len(names) == 1 else f"{len(names)} files and folders"
+    log.warning("moved the earlier suite's results in %s (%s) to %s%s", out_dir, count, target, hint)
     return target
+
+
+def _move_back(out_dir: str, target: str, moved: list[str]) -> None:
+    for name in reversed(moved):
+        try:
+            os.replace(os.path.join(target, name), os.path.join(out_dir, name))
+        except OSError as error:
+            log.error("%s could not be moved back to %s: %s", os.path.join(target, name), out_dir, error)
+    try:
+        os.rmdir(target)
+        os.rmdir(os.path.dirname(target))
+    except OSError:
+        pass  # not empty: an earlier history, or a name that could not be moved back

@@ -156,12 +156,20 @@ def run_verify(specs: list[ModelSpec], backends: list, dtype: str = "float64", s
                                       "reason": availability.reason, "plugin": info.plugin}
 
     counter = _Counter(len(specs) * len(infos), progress)
-    with tempfile.TemporaryDirectory(prefix="nnparity-verify-") as work_dir:
-        for spec in specs:
-            spec = spec.replace(dtype=dtype).validate()
-            result.models[spec.name] = {"spec_hash": spec.content_hash(), "step_hash": spec.step_hash()}
-            result.rows.extend(_verify_model(spec, infos, dtype, steps, data_dir, work_dir, threads, timeout_s,
-                                             python_path, result.backends, diagnose, counter))
+    try:
+        with tempfile.TemporaryDirectory(prefix="nnparity-verify-") as work_dir:
+            for spec in specs:
+                spec = spec.replace(dtype=dtype).validate()
+                rows = _verify_model(spec, infos, dtype, steps, data_dir, work_dir, threads, timeout_s,
+                                     python_path, result.backends, diagnose, counter)
+                result.models[spec.name] = {"spec_hash": spec.content_hash(), "step_hash": spec.step_hash()}
+                result.rows.extend(rows)
+    except KeyboardInterrupt:
+        if out_dir is not None and result.rows:
+            write_report(result, out_dir, dtype, steps, complete=False)
+            log.warning("verification interrupted; %s keeps the %d models verified before",
+                        os.path.join(out_dir, VERIFY_FILE), len(result.models))
+        raise
     if out_dir is not None:
         write_report(result, out_dir, dtype, steps)
     return result
@@ -271,8 +279,12 @@ def failure_messages(rows: list[Row]) -> list[str]:
     return [f"{r.model} on {r.backend}: {r.message}" for r in rows if r.status in ("FAIL", "failed")]
 
 
-def write_report(result: VerifyResult, out_dir: str, dtype: str, steps: int, command: str = "") -> str:
-    """Write ``verify.json`` in ``out_dir``, keeping the earlier verifications there that this one does not cover."""
+def write_report(result: VerifyResult, out_dir: str, dtype: str, steps: int, command: str = "",
+                 complete: bool = True) -> str:
+    """Write ``verify.json`` in ``out_dir``, keeping the earlier verifications there that this one does not cover.
+
+    ``complete`` is False for a verification interrupted before its last model.
+    """
     import nnparity
 
     os.makedirs(out_dir, exist_ok=True)
@@ -287,6 +299,7 @@ def write_report(result: VerifyResult, out_dir: str, dtype: str, steps: int, com
         "backends": result.backends,
         "models": result.models,
         "passed": not result.failed,
+        "complete": complete,
         "rows": [asdict(r) for r in result.rows],
     }
     document = merge(document, out_dir)
@@ -309,11 +322,14 @@ def _command_line() -> str:
 
 def add_verify_arguments(parser) -> None:
     """Add the ``verify`` options to an argparse parser."""
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated model names (default: %(default)s)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated model names (default: the models of the runs in --out, else "
+                             f"{','.join(DEFAULT_MODELS)})")
+    parser.add_argument("--spec", action="append", default=[], metavar="FILE",
+                        help="a model spec file (.toml or .json) to verify; repeatable")
     parser.add_argument("--backends", default="",
-                        help="comma-separated backends to compare with the numpy reference "
-                             "(default: every available default backend)")
+                        help="comma-separated backends to compare with the numpy reference (default: the "
+                             "backends of the runs in --out, else every available default backend)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                         help="training steps compared after step 0 (default: %(default)s)")
     parser.add_argument("--dtype", choices=sorted(TOLERANCES), default="float64",
@@ -332,32 +348,108 @@ def add_verify_arguments(parser) -> None:
 
 def run_verify_command(args) -> int:
     """Run ``nnparity verify`` from parsed arguments; print the table; return the exit status (0 pass, 1 fail, 2 usage)."""
+    from nnparity.harness.output import OutputDirError, prepare_out_dir
+    from nnparity.harness.plan import load_spec_file
     from nnparity.models import get_spec
     from nnparity.specs import SpecError
 
-    from nnparity.harness.output import OutputDirError, prepare_out_dir
-
     try:
         _check_options(args)
-        specs = [get_spec(name) for name in _split(args.models)]
-        names = _split(args.backends) or [n for n, i in all_backends().items()
-                                          if i.default and n != REFERENCE and i.availability().available]
+        suite = suite_of(args.out) if args.models is None and not args.spec or not args.backends else None
+        if args.models is not None or args.spec:
+            specs = [get_spec(name) for name in _split(args.models)] + [load_spec_file(p) for p in args.spec]
+        elif suite is not None:
+            specs = suite[0]
+        else:
+            specs = [get_spec(name) for name in DEFAULT_MODELS]
+        if args.backends:
+            names = _split(args.backends)
+        elif suite is not None:
+            names = suite[1]
+        else:
+            names = [n for n, i in all_backends().items()
+                     if i.default and n != REFERENCE and i.availability().available]
         resolve_backends(names)
         prepare_out_dir(args.out)
+        _check_report_writable(args.out)
     except (SpecError, KeyError, OutputDirError, VerifyUsageError) as error:
         print(f"nnparity: error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
-    result = run_verify(specs, names, dtype=args.dtype, steps=args.steps, out_dir=None,
+    if suite is not None:
+        print(f"verifying what the runs in {args.out} used: models {', '.join(s.name for s in specs) or '(none)'}; "
+              f"backends {', '.join(names) or '(none)'}", file=sys.stderr)
+    result = run_verify(specs, names, dtype=args.dtype, steps=args.steps, out_dir=args.out,
                         data_dir=args.data_dir, threads=args.threads, timeout_s=args.timeout,
                         diagnose=not getattr(args, "no_diagnose", False),
                         progress=None if getattr(args, "no_progress", False) else print_progress)
-    path = write_report(result, args.out, args.dtype, args.steps)
+    path = os.path.join(args.out, VERIFY_FILE)
     print_outcome(result)
     print(f"wrote {path}")
     report = refresh_run_report(args.out)
     if report:
         print(f"updated the verification column of {report}")
     return 1 if result.failed else 0
+
+
+def suite_of(out_dir: str) -> tuple[list[ModelSpec], list[str]] | None:
+    """Return the model specs and backends of the runs in ``out_dir``, or None when it holds no runs.
+
+    A run's exact spec is read from the directory's ``.inputs/``, so models
+    from spec files are found too; backends no longer installed are left out.
+    """
+    from nnparity.harness.inputs import inputs_dir
+    from nnparity.harness.plan import SPEC_FILE
+    from nnparity.harness.results import RUNS_FILE, read_records
+    from nnparity.models import get_spec
+    from nnparity.specs import SpecError
+
+    if not os.path.isfile(os.path.join(out_dir, RUNS_FILE)):
+        return None
+    try:
+        records = read_records(out_dir)
+    except ValueError as error:
+        log.warning("the runs in %s cannot be read (%s), so the default models and backends are verified",
+                    out_dir, error)
+        return None
+    known = all_backends()
+    specs: dict[str, ModelSpec] = {}
+    backends: list[str] = []
+    for record in records:
+        if record.spec_hash.startswith("baseline-"):
+            continue
+        if record.backend not in backends and record.backend != REFERENCE:
+            if record.backend in known:
+                backends.append(record.backend)
+            else:
+                log.warning("backend %r of the runs in %s is not installed here; it is not verified",
+                            record.backend, out_dir)
+        if record.model in specs:
+            continue
+        path = os.path.join(inputs_dir(out_dir, record.spec_hash), SPEC_FILE)
+        try:
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as handle:
+                    specs[record.model] = ModelSpec.from_json(handle.read()).validate()
+            else:
+                specs[record.model] = get_spec(record.model)
+        except (SpecError, ValueError) as error:
+            log.warning("model %r of the runs in %s is not verified: its spec cannot be read (%s)",
+                        record.model, out_dir, error)
+            specs[record.model] = None
+    return [spec for spec in specs.values() if spec is not None], backends
+
+
+def _check_report_writable(out_dir: str) -> None:
+    """Raise VerifyUsageError, before any worker starts, when the report of the runs in ``out_dir`` cannot be rewritten."""
+    from nnparity.harness.results import RUNS_FILE, SUMMARY_FILE
+
+    if not os.path.isfile(os.path.join(out_dir, RUNS_FILE)):
+        return
+    for name in (SUMMARY_FILE, "report.md", "report.html"):
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise VerifyUsageError(f"invalid --out {out_dir!r}: {path} is not writable, so the report cannot show "
+                                   "the verification; make it writable or choose another --out")
 
 
 def print_progress(done: int, total: int, model: str, backend: str, status: str, seconds: float) -> None:
@@ -387,11 +479,11 @@ def refresh_run_report(out_dir: str) -> str | None:
     if not os.path.isfile(os.path.join(out_dir, RUNS_FILE)):
         return None
     try:
-        records = read_records(out_dir)
-    except ValueError as error:
-        log.warning("the report in %s was not updated: %s", out_dir, error)
+        return write_run_report(out_dir, records=read_records(out_dir))["markdown"]
+    except (OSError, ValueError) as error:
+        log.warning("the report in %s was not updated: %s; `nnparity report %s` rebuilds it", out_dir, error,
+                    out_dir)
         return None
-    return write_run_report(out_dir, records=records)["markdown"]
 
 
 class VerifyUsageError(ValueError):
@@ -403,7 +495,7 @@ def _check_options(args) -> None:
     for option, value in (("--steps", args.steps), ("--threads", args.threads), ("--timeout", args.timeout)):
         if value <= 0:
             raise VerifyUsageError(f"invalid {option} {value:g}: it must be positive")
-    if not _split(args.models):
+    if args.models is not None and not _split(args.models) and not args.spec:
         raise VerifyUsageError(f"invalid --models {args.models!r}: name at least one model")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         problem = "it is a file, not a directory" if os.path.exists(args.data_dir) else "the directory does not exist"

@@ -3,9 +3,10 @@
 ``verify.json`` in a results directory is written by ``nnparity run --verify``
 or by ``nnparity verify --out DIR``. It holds the newest verification at its
 top level and, under ``earlier``, older ones that cover a model, backend or
-dtype the newest does not. A run takes the newest verification of its model
-and backend, in its own dtype if one exists, else in another, and the cell
-names that dtype.
+dtype the newest does not. Of the newest verification in each dtype of a
+run's model and backend, the cell shows the most telling: a FAIL or an error
+first, then a float64 pass (the strict check), then a float32 pass, then a
+skip; it names the dtype it shows.
 
 A verification only speaks for a run made from the same computation and the
 same framework version, so the cell reads ``other spec verified`` when the
@@ -38,19 +39,22 @@ class Verification:
     documents: list[dict] = field(default_factory=list)
     problem: str = ""
 
-    def find(self, model: str, backend: str, dtype: str) -> tuple[dict, list[dict]] | None:
-        """Return (document, rows) of the newest verification of ``model`` on ``backend``, ``dtype`` preferred."""
-        found = []
+    def find(self, model: str, backend: str) -> list[tuple[dict, list[dict]]]:
+        """Return (document, rows) of the newest verification of ``model`` on ``backend`` in each dtype."""
+        found, dtypes = [], set()
         for document in self.documents:
-            rows = [r for r in document.get("rows", []) if r.get("model") == model and r.get("backend") == backend]
-            if rows:
+            rows = [r for r in document["rows"] if r.get("model") == model and r.get("backend") == backend]
+            if rows and document.get("dtype") not in dtypes:
+                dtypes.add(document.get("dtype"))
                 found.append((document, rows))
-        same_dtype = [item for item in found if item[0].get("dtype") == dtype]
-        return (same_dtype or found or [None])[0]
+        return found
 
 
-def load(out_dir: str) -> Verification:
-    """Read ``<out_dir>/verify.json``; an absent file gives no documents, an unreadable one a ``problem``."""
+def load(out_dir: str, warn: bool = True) -> Verification:
+    """Read ``<out_dir>/verify.json``; an absent file gives no documents, an unreadable one a ``problem``.
+
+    ``warn`` logs a warning about an unreadable file; a second read of the same file passes False.
+    """
     path = os.path.join(out_dir, VERIFY_FILE)
     if not os.path.exists(path):
         return Verification()
@@ -60,7 +64,8 @@ def load(out_dir: str) -> Verification:
         if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
             raise ValueError("it has no list of rows")
     except (OSError, ValueError) as error:
-        log.warning("%s was not read, so the report shows no verification: %s", path, error)
+        if warn:
+            log.warning("%s was not read, so the report shows no verification: %s", path, error)
         return Verification(problem=f"{path} could not be read ({error}); rerun `nnparity verify --out {out_dir}`")
     earlier = document.pop("earlier", [])
     documents = [document, *(earlier if isinstance(earlier, list) else [])]
@@ -102,19 +107,28 @@ def verification_cell(record, verification: Verification | None) -> str:
         return "-"
     if record.backend == REFERENCE_BACKEND:
         return "reference"
-    if verification is None or not verification.documents:
+    if verification is not None and verification.problem:
+        return "unknown: verify.json unreadable"
+    found = verification.find(record.model, record.backend) if verification is not None else []
+    if not found:
         return NOT_VERIFIED
-    found = verification.find(record.model, record.backend, record.dtype)
-    if found is None:
-        return NOT_VERIFIED
-    document, rows = found
-    mismatch = _mismatch(record, document)
-    if mismatch:
-        return mismatch
+    applicable = [(document, rows) for document, rows in found if not _mismatch(record, document)]
+    if not applicable:
+        return _mismatch(record, found[0][0])
+    document, rows = min(applicable, key=lambda item: _rank(outcome(item[1]), item[0].get("dtype")))
     where = document.get("dtype", "?")
     if document.get("device", "cpu") != record.device:
         where += f" on {document.get('device', 'cpu')}"
     return f"{outcome(rows)} ({where})"
+
+
+def _rank(text: str, dtype) -> int:
+    """Order outcomes from the most to the least telling: FAIL, error, float64 pass, float32 pass, skipped."""
+    if text.startswith("FAIL"):
+        return 0
+    if text == "pass":
+        return 2 if dtype == "float64" else 3
+    return 4 if text.startswith("skipped") else 1
 
 
 def outcome(rows: list[dict]) -> str:
@@ -156,14 +170,18 @@ def header_lines(verification: Verification) -> list[str]:
         return ["Verification: none. These runs were not checked against the NumPy reference; "
                 "`nnparity run --verify`, or `nnparity verify --out` with this directory, records one."]
     lines = []
-    for document in verification.documents:
+    for position, document in enumerate(verification.documents):
+        label = "Verification" if position == 0 else "Earlier verification"
         tolerances = document.get("tolerances", {})
         bounds = ", ".join(f"{QUANTITY_NAMES[key]} {tolerances[key]:g}" for key in QUANTITY_NAMES if key in tolerances)
         counts = _pair_counts(document)
         tally = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
+        steps = document.get("steps", "?")
+        interrupted = "" if document.get("complete", True) else ", interrupted before its last model"
         lines.append(
-            f"Verification ({document.get('date', 'date unknown')}, `{document.get('command', '?')}`): "
-            f"{document.get('steps', '?')} steps in {document.get('dtype', '?')} on {document.get('device', 'cpu')} "
+            f"{label} ({document.get('date', 'date unknown')}, `{document.get('command', '?')}`{interrupted}): "
+            f"{steps} {'step' if steps == 1 else 'steps'} in {document.get('dtype', '?')} on "
+            f"{document.get('device', 'cpu')} "
             f"against {document.get('reference', REFERENCE_BACKEND)}, relative tolerances {bounds or 'not recorded'}; "
             f"(model, backend) pairs: {tally or 'none'}."
         )
