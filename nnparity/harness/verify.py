@@ -33,7 +33,7 @@ import numpy as np
 from nnparity.backends.registry import BackendInfo, all_backends
 from nnparity.harness.schedule import batch_plan
 from nnparity.harness.verify_compare import (  # noqa: F401  (re-exported)
-    ABS_FLOOR, SCALE_FLOOR, TOLERANCES, Row, compare, compare_backend,
+    ABS_FLOOR, FINAL_BY_NORM, SCALE_FLOOR, TOLERANCES, Row, compare, compare_backend,
 )
 from nnparity.report.verification import VERIFY_FILE, merge
 from nnparity.specs import ModelSpec
@@ -296,6 +296,7 @@ def write_report(result: VerifyResult, out_dir: str, dtype: str, steps: int, com
         "python": sys.version.split()[0],
         "reference": REFERENCE, "dtype": dtype, "steps": steps, "device": "cpu",
         "tolerances": {**TOLERANCES[dtype], "scale_floor": SCALE_FLOOR, "abs_floor": ABS_FLOOR},
+        "final_by_norm": dtype in FINAL_BY_NORM,
         "backends": result.backends,
         "models": result.models,
         "passed": not result.failed,

@@ -19,14 +19,17 @@ gradients), the loss curve and the final parameters:
   order: 8e-3 at step 0; a different Adam epsilon placement: 8e-7 at step
   1). The post-training bounds are looser because rounding differences grow
   with each update.
-- float32: 1e-3, 1e-3, 1e-1. Measured with ``nnparity verify --dtype
-  float32 --steps 10 --backends torch,jax`` on the four default models:
-  step 0 differed by up to 2.9e-4 (the MNIST CNN's gradients), the loss
-  curve by up to 2.1e-6, and the final parameters by up to 6.2e-2 (JAX on
-  the MNIST CNN). Adam divides each gradient element by its own running
-  magnitude, so rounding noise in a near-zero float32 gradient becomes a
-  whole learning-rate step. A float32 verify is therefore a smoke test;
-  check correctness in float64.
+- float32: 1e-3, 1e-3, 1e-4, the last by norm (``FINAL_BY_NORM``):
+  ``||a - b|| / ||reference||`` per parameter tensor. Measured with
+  ``nnparity verify --dtype float32 --steps 10`` on the four default models:
+  step 0 differed by up to 2.9e-4 (the MNIST CNN's gradients) and the loss
+  curve by up to 2.1e-6. Element by element, the final parameters differed
+  by up to 0.14 (keras-torch on the MNIST CNN), because Adam divides each
+  gradient element by its own running magnitude, so rounding noise in a
+  near-zero float32 gradient becomes a whole learning-rate step (1.1e-4
+  absolute there, with a learning rate of 1e-4). By norm, the same tensors
+  differed by at most 2.4e-6 on torch, jax, keras-torch and tensorflow. A
+  float32 verify is still a smoke test; check correctness in float64.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ SCALE_FLOOR = 1e-3
 ABS_FLOOR = 1e-30
 TOLERANCES = {
     "float64": {"step0": 1e-9, "curve": 1e-6, "final": 1e-6},
-    "float32": {"step0": 1e-3, "curve": 1e-3, "final": 1e-1},
+    "float32": {"step0": 1e-3, "curve": 1e-3, "final": 1e-4},
 }
+# Dtypes whose final parameters are compared by the norm of the difference per tensor, not element by element.
+FINAL_BY_NORM = ("float32",)
 
 
 @dataclass
@@ -98,12 +103,26 @@ def compare_backend(model: str, backend: str, reference: dict, candidate: dict, 
             continue
         rows.append(row(f"grad:{key}", reference[name], candidate[name], tolerance["step0"]))
     rows.append(row("loss curve", reference["curve"], candidate["curve"], tolerance["curve"]))
-    rows.append(_final_row(model, backend, reference, candidate, param_keys, tolerance["final"]))
-    _explain(rows, reference, candidate, steps)
+    rows.append(_final_row(model, backend, reference, candidate, param_keys, tolerance["final"],
+                           dtype in FINAL_BY_NORM))
+    _explain(rows, reference, candidate, steps, dtype in FINAL_BY_NORM)
     return rows
 
 
-def _final_row(model, backend, reference, candidate, param_keys, bound) -> Row:
+def compare_norm(reference, candidate) -> tuple[float, float]:
+    """Return (``||a - b|| / ||reference||``, max absolute difference) of two same-shaped arrays."""
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    if reference.shape != candidate.shape:
+        raise ValueError(f"shape {candidate.shape} differs from the reference's {reference.shape}")
+    if reference.size == 0:
+        return 0.0, 0.0
+    difference = np.abs(reference - candidate)
+    relative = float(np.linalg.norm(difference) / max(float(np.linalg.norm(reference)), ABS_FLOOR))
+    return (relative if np.isfinite(relative) else float("inf")), float(np.max(difference))
+
+
+def _final_row(model, backend, reference, candidate, param_keys, bound, by_norm=False) -> Row:
     worst = None
     for key in param_keys:
         name = f"final/{key}"
@@ -111,7 +130,7 @@ def _final_row(model, backend, reference, candidate, param_keys, bound) -> Row:
             return Row(model, backend, f"final:{key}", tolerance=bound, status="FAIL",
                        message=f"final:{key} is missing from the backend's get_params output")
         try:
-            rel, abs_ = compare(reference[name], candidate[name])
+            rel, abs_ = (compare_norm if by_norm else compare)(reference[name], candidate[name])
         except ValueError as error:
             return Row(model, backend, f"final:{key}", tolerance=bound, status="FAIL", message=f"final:{key}: {error}")
         if worst is None or rel > worst[1]:
@@ -122,7 +141,7 @@ def _final_row(model, backend, reference, candidate, param_keys, bound) -> Row:
     return Row(model, backend, f"final:{key}", rel, abs_, bound, "pass" if rel <= bound else "FAIL")
 
 
-def _explain(rows: list[Row], reference: dict, candidate: dict, steps: int) -> None:
+def _explain(rows: list[Row], reference: dict, candidate: dict, steps: int, by_norm: bool = False) -> None:
     """Write a message on every failing row: what differs and where to look."""
     by_quantity = {r.quantity: r for r in rows}
     logits_differ = by_quantity["logits"].status == "FAIL"
@@ -144,7 +163,7 @@ def _explain(rows: list[Row], reference: dict, candidate: dict, steps: int) -> N
         elif r.quantity == "loss curve":
             r.message = f"{head}: {_first_divergent_step(reference['curve'], candidate['curve'], r.tolerance)}"
         elif r.quantity.startswith("final:"):
-            r.message = f"{head}: worst parameter after {steps} steps"
+            r.message = f"{head}: worst parameter after {steps} steps" + (" (by norm per tensor)" if by_norm else "")
 
 
 def _first_divergent_step(reference, candidate, bound) -> str:

@@ -174,6 +174,8 @@ def header_lines(verification: Verification) -> list[str]:
         label = "Verification" if position == 0 else "Earlier verification"
         tolerances = document.get("tolerances", {})
         bounds = ", ".join(f"{QUANTITY_NAMES[key]} {tolerances[key]:g}" for key in QUANTITY_NAMES if key in tolerances)
+        if bounds and document.get("final_by_norm"):
+            bounds += " (by norm per tensor)"
         counts = _pair_counts(document)
         tally = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
         steps = document.get("steps", "?")
