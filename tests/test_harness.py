@@ -166,6 +166,7 @@ def test_numpy_moons_run_end_to_end(tmp_path):
     # Read when the run started, so the report can flag timings taken on a busy machine.
     assert record.environment["cpu_count"] == os.cpu_count()
     assert record.environment["load_average_1m"] >= 0
+    assert record.environment["other_cpu_cores"] >= 0
 
 
 def test_runner_reports_progress(tmp_path):

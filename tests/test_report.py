@@ -154,6 +154,20 @@ def test_load_warning_when_machine_busy(tmp_path):
     assert "timings may be inflated" in (tmp_path / "report.html").read_text()
 
 
+def test_measured_other_cpu_decides_the_warning(tmp_path):
+    # The load average counts the suite's own previous run; the measured share of other processes does not.
+    own_load = {"load_average_1m": 1.9, "cpu_count": 2, "other_cpu_cores": 0.05}
+    shared = {"load_average_1m": 0.2, "cpu_count": 2, "other_cpu_cores": 1.2}
+    append_record(str(tmp_path), record("own", "numpy", loss=[0.7], threads=2, environment=own_load))
+    append_record(str(tmp_path), record("shared", "torch", loss=[0.7], threads=2, environment=shared))
+
+    write_report(str(tmp_path), plots=False)
+
+    report = (tmp_path / "report.md").read_text()
+    assert "Warning: during 1 of 2 runs, other processes used on average up to 1.2 cores" in report
+    assert "left 0 free (2 cores - 2 threads)" in report
+
+
 def test_no_load_warning_on_quiet_machine(results_dir):
     write_report(str(results_dir), plots=False)
     assert "Warning:" not in (results_dir / "report.md").read_text()

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -114,12 +115,14 @@ def run_one(job: Job, out_dir: str, environment: dict, info=None, progress=None)
     # Read before the worker starts, so the report can tell which step times other processes may have slowed.
     load = machine_load()
     interpreter = (info.interpreter() if info is not None and info.interpreter is not None else None)
+    meter = OtherCpuMeter()
     try:
         result = run_worker(job, out_dir, interpreter or sys.executable, progress)
     except InterruptedRun as interrupt:
         if interrupt.result is not None:
             interrupt.record = _worker_record(job, interrupt.result, environment, load)
         raise
+    load["other_cpu_cores"] = meter.stop()
     return _worker_record(job, result, environment, load)
 
 
@@ -127,6 +130,43 @@ def _worker_record(job: Job, result: dict, environment: dict, load: dict) -> Run
     versions = dict(environment.get("framework_versions", {}).get(job.backend, {}))
     versions.update(result.pop("framework_versions", {}))
     return make_record(job, result, environment, versions, load)
+
+
+class OtherCpuMeter:
+    """Measures how many cores, on average, processes other than nnparity and its worker used during a run.
+
+    The machine's busy CPU time comes from ``/proc/stat``; this process's and
+    its waited-for children's (the worker and whatever the worker waited for)
+    come from ``os.times``. The difference, over the wall time, is the CPU
+    other processes took (with the hypervisor's steal time, which other
+    machines took). Unlike the load average, it does not count the suite's
+    own previous run. ``stop`` returns None where ``/proc/stat`` is
+    missing (not Linux).
+    """
+
+    def __init__(self):
+        self.busy, self.times, self.wall = _busy_cpu_seconds(), os.times(), time.monotonic()
+
+    def stop(self) -> float | None:
+        busy, times, wall = _busy_cpu_seconds(), os.times(), time.monotonic() - self.wall
+        if busy is None or self.busy is None or wall <= 0:
+            return None
+        ours = sum(getattr(times, f) - getattr(self.times, f)
+                   for f in ("user", "system", "children_user", "children_system"))
+        return round(max(0.0, (busy - self.busy - ours) / wall), 2)
+
+
+def _busy_cpu_seconds() -> float | None:
+    """Return the CPU seconds all cores spent busy since boot, from the first line of ``/proc/stat``."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: everything but idle and iowait is busy.
+    ticks = [int(value) for value in fields[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def machine_load() -> dict:

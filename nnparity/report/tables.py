@@ -168,22 +168,50 @@ def short_reason(reason: str, limit: int = 300) -> str:
     return first if len(first) <= limit else first[:limit - 3] + "..."
 
 
+# Cores that other processes may use, on average, beyond those a run's threads left free, before the
+# report warns that they competed with the run.
+OTHER_CPU_MARGIN = 0.25
+
+
 def contended_runs(records: list[RunRecord]) -> list[RunRecord]:
-    """Return the runs that started while the 1-minute load average exceeded the cores their threads left free."""
+    """Return the runs whose CPU other processes took a share of.
+
+    Records that measured ``other_cpu_cores`` (the cores other processes used
+    during the run) are judged by it. Older records only have the 1-minute load
+    average at the start, which also counts the suite's own previous run.
+    """
     contended = []
     for record in records:
-        load = (record.environment or {}).get("load_average_1m")
-        cores = (record.environment or {}).get("cpu_count")
-        if record.status == "ok" and load is not None and cores and load > cores - record.threads:
+        environment = record.environment or {}
+        cores = environment.get("cpu_count")
+        if record.status != "ok" or not cores:
+            continue
+        spare = max(cores - record.threads, 0)
+        other = environment.get("other_cpu_cores")
+        load = environment.get("load_average_1m")
+        if other is not None:
+            if other > spare + OTHER_CPU_MARGIN:
+                contended.append(record)
+        elif load is not None and load > cores - record.threads:
             contended.append(record)
     return contended
 
 
 def load_warning(records: list[RunRecord]) -> str:
-    """Warn that step times may be inflated when runs started on a busy machine; empty when none did."""
+    """Warn that step times may be inflated when runs shared the CPU; empty when none did."""
     contended = contended_runs(records)
     if not contended:
         return ""
+    measured = [r for r in contended if r.environment.get("other_cpu_cores") is not None]
+    if measured:
+        worst = max(measured, key=lambda r: r.environment["other_cpu_cores"])
+        cores, threads = worst.environment["cpu_count"], worst.threads
+        return (
+            f"Warning: during {len(measured)} of {sum(r.status == 'ok' for r in records)} runs, other processes "
+            f"used on average up to {worst.environment['other_cpu_cores']:g} cores while the run's threads left "
+            f"{max(cores - threads, 0)} free ({cores} cores - {threads} threads), so they competed for the CPU and "
+            "those runs' timings may be inflated. Rerun them on a quiet machine, or with fewer --threads."
+        )
     worst = max(contended, key=lambda r: r.environment["load_average_1m"])
     cores, threads = worst.environment["cpu_count"], worst.threads
     return (
