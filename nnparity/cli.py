@@ -31,6 +31,21 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def parse_dtypes(text: str, option: str) -> list[str]:
+    """Parse ``float32``, ``float64``, ``both`` or a comma-separated list of them, without repeats."""
+    dtypes: list[str] = []
+    for item in split_list(text):
+        for dtype in ("float32", "float64") if item == "both" else (item,):
+            if dtype not in ("float32", "float64"):
+                raise UsageError(f"invalid {option} {dtype!r}; use float32, float64 or both "
+                                 "(or float32,float64)")
+            if dtype not in dtypes:
+                dtypes.append(dtype)
+    if not dtypes:
+        raise UsageError(f"invalid {option} {text!r}; use float32, float64 or both (or float32,float64)")
+    return dtypes
+
+
 def split_list(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
@@ -200,11 +215,7 @@ def cmd_run(args) -> int:
     models = resolve_models(args.models, args.data_dir) if args.models is not None or not args.spec else []
     specs = load_specs(args.spec, models)
     backends = resolve_backends(args.backends)
-    dtypes = split_list(args.dtype)
-    bad = [d for d in dtypes if d not in ("float32", "float64")]
-    if bad or not dtypes:
-        invalid = bad[0] if bad else args.dtype
-        raise UsageError(f"invalid dtype {invalid!r}; use float32, float64 or both, comma-separated")
+    dtypes = parse_dtypes(args.dtype, "--dtype")
     if not models and not specs:
         raise UsageError("no model to run: no default model has its data present; see `nnparity list`")
     verify_dtypes = check_verify_options(args)
@@ -263,11 +274,7 @@ def check_verify_options(args) -> list[str]:
     for option, value in (("--verify-dtype", args.verify_dtype), ("--verify-steps", args.verify_steps)):
         if value is not None and not args.verify:
             raise UsageError(f"{option} has no effect without --verify; add --verify or leave {option} out")
-    dtypes = split_list(args.verify_dtype or "float64")
-    bad = [d for d in dtypes if d not in ("float32", "float64")]
-    if bad or not dtypes:
-        raise UsageError(f"invalid --verify-dtype {bad[0] if bad else args.verify_dtype!r}; use float32, float64 "
-                         "or both, comma-separated")
+    dtypes = parse_dtypes("float64" if args.verify_dtype is None else args.verify_dtype, "--verify-dtype")
     if args.verify_steps is None:
         args.verify_steps = 10
     return dtypes

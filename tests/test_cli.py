@@ -251,7 +251,7 @@ def test_run_rejects_non_positive_options(option, value, capsys):
 def test_run_rejects_unknown_dtype(capsys):
     status = main(["run", "--models", "moons-mlp", "--dtype", "float16", "--out", "unused"])
     assert status == 2
-    assert "invalid dtype 'float16'" in capsys.readouterr().err
+    assert "invalid --dtype 'float16'; use float32, float64 or both" in capsys.readouterr().err
 
 
 def test_data_fetch_rejects_wrong_checksum(tmp_path, capsys):

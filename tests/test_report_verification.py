@@ -149,17 +149,42 @@ def test_unreadable_verify_file_is_reported_not_fatal(tmp_path):
     assert "nnparity verify --out" in verification.header_lines(found)[0]
 
 
-def test_verify_file_of_the_wrong_shape_reads_without_crashing(tmp_path):
-    broken = {"rows": [row(), "not a row", row(backend="jax", status="odd")], "models": [], "backends": "x",
-              "tolerances": {"step0": "tight"}, "earlier": {"not": "a list"}}
-    (tmp_path / "verify.json").write_text(json.dumps(broken))
+@pytest.mark.parametrize("damage, problem", [
+    ({"rows": [row(), "not a row"]}, "rows that are not a list of objects"),
+    ({"dtype": ["float64"]}, "dtype ['float64'], not float32 or float64"),
+    ({"models": []}, "no models and backends to match runs against"),
+], ids=["row", "dtype", "models"])
+def test_damaged_verification_speaks_for_no_run(tmp_path, damage, problem):
+    # The damaged one is an earlier float64 verification; the newest float32 one alone would read as a pass.
+    newest = {**document([row()], dtype="float32"), "earlier": [{**document([row()]), **damage}]}
+    (tmp_path / "verify.json").write_text(json.dumps(newest))
 
     found = load(str(tmp_path))
 
-    assert len(found.documents) == 1
-    assert verification_cell(record(), found) == "pass (?)"
-    assert verification_cell(record(backend="jax"), found) == "error: unknown status 'odd' in verify.json (?)"
+    assert problem in found.problem
+    assert verification_cell(record(), found) == "unknown: verify.json unreadable"
+
+
+def test_unknown_or_missing_status_is_no_pass():
+    rows = [row(), {key: value for key, value in row().items() if key != "status"}]
+
+    assert verification_cell(record(), Verification([document(rows)])) == \
+        "error: unknown status None in verify.json (float64)"
+    assert verification_cell(record(), Verification([document([row(status="PASS")])])).startswith("error: unknown")
+
+
+def test_bad_tolerances_read_as_not_recorded():
+    found = Verification([{**document([row()]), "tolerances": {}}])
+
     assert "relative tolerances not recorded" in verification.header_lines(found)[0]
+
+
+def test_newest_verification_of_the_same_spec_counts():
+    other_spec = document([row("logits", "FAIL", max_rel=1.0)], step_hash="other")
+    found = Verification([other_spec, document([row()])])
+
+    assert verification_cell(record(), found) == "pass (float64)"
+    assert verification_cell(record(step_hash="other"), found).startswith("FAIL logits")
 
 
 def test_new_suite_moves_verification_to_history(tmp_path):
@@ -220,6 +245,22 @@ def test_verify_options_need_verify(tmp_path, capsys):
     assert "--verify-steps has no effect without --verify; add --verify" in capsys.readouterr().err
     assert main(["run", "--models", "moons-mlp", "--verify", "--verify-dtype", "float16", "--out", str(tmp_path)]) == 2
     assert "invalid --verify-dtype 'float16'" in capsys.readouterr().err
+    assert main(["run", "--models", "moons-mlp", "--verify", "--verify-dtype", "", "--out", str(tmp_path)]) == 2
+    assert "invalid --verify-dtype ''" in capsys.readouterr().err
+
+
+def test_dtype_lists_accept_both_and_drop_repeats():
+    from nnparity.cli import parse_dtypes
+
+    assert parse_dtypes("both", "--dtype") == ["float32", "float64"]
+    assert parse_dtypes("float64,,float64,float32", "--dtype") == ["float64", "float32"]
+
+
+def test_verify_steps_beyond_the_schedule_name_the_limit():
+    result = run_verify([get_spec("moons-mlp")], ["torch"], steps=25000)
+
+    assert [r.status for r in result.rows] == ["failed"]
+    assert "25000 steps is more than the 20000 of moons-mlp's schedule" in result.rows[0].message
 
 
 # Real runs and verifications ----------------------------------------------------
@@ -328,6 +369,18 @@ def test_verify_accepts_a_spec_file(tmp_path):
     document = json.loads((tmp_path / "verify.json").read_text())
     assert set(document["models"]) == {"moons-relu8"}
     assert {r["status"] for r in document["rows"]} == {"pass"}
+
+
+def test_verify_finds_a_spec_file_model_of_the_runs_by_name(tmp_path):
+    out = tmp_path / "out"
+    completed = nnparity("run", "--spec", os.path.join(ROOT, "examples", "moons-relu.toml"), "--backends",
+                         "numpy,torch", "--max-steps", "3", "--out", str(out), "--no-progress")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+    completed = nnparity("verify", "--models", "moons-relu8", "--steps", "2", "--out", str(out), "--no-progress")
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert summary_column(out, "verification")["torch"] == "pass (float64)"
 
 
 def test_refresh_leaves_a_directory_without_runs_alone(tmp_path):

@@ -71,11 +71,18 @@ def prepare_inputs(spec: ModelSpec, steps: int, data_dir: str | None, path: str)
 
     dataset = load_dataset(spec.dataset, spec.dataset_options, data_dir)
     plan = batch_plan(spec.schedule, len(dataset.x_train))[:steps]
+    if len(plan) < steps:
+        raise StepsBeyondSchedule(f"{steps} steps is more than the {len(plan)} of {spec.name}'s schedule; "
+                                  f"verify {len(plan)} steps or fewer")
     arrays = {f"param/{key}": value for key, value in spec.initial_params().items()}
     for step, index in enumerate(plan):
         arrays[f"x/{step}"] = dataset.x_train[index]
         arrays[f"y/{step}"] = dataset.y_train[index]
     np.savez(path, **arrays)
+
+
+class StepsBeyondSchedule(ValueError):
+    """More verify steps were asked for than the model's schedule has."""
 
 
 def run_worker(info: BackendInfo, spec: ModelSpec, dtype: str, steps: int, inputs: str, work_dir: str,
@@ -167,8 +174,8 @@ def run_verify(specs: list[ModelSpec], backends: list, dtype: str = "float64", s
     except KeyboardInterrupt:
         if out_dir is not None and result.rows:
             write_report(result, out_dir, dtype, steps, complete=False)
-            log.warning("verification interrupted; %s keeps the %d models verified before",
-                        os.path.join(out_dir, VERIFY_FILE), len(result.models))
+            log.warning("verification interrupted; %s keeps the verification of %s",
+                        os.path.join(out_dir, VERIFY_FILE), ", ".join(result.models))
         raise
     if out_dir is not None:
         write_report(result, out_dir, dtype, steps)
@@ -199,6 +206,9 @@ def _verify_model(spec, infos, dtype, steps, data_dir, work_dir, threads, timeou
         counter(spec.name, "all", "skipped: dataset missing", count=len(infos))
         return [Row(spec.name, info.name, "all", status="skipped", message=f"dataset missing: {error}")
                 for info in others]
+    except StepsBeyondSchedule as error:
+        counter(spec.name, "all", f"failed: {error}", count=len(infos))
+        return [Row(spec.name, info.name, "all", status="failed", message=str(error)) for info in others]
     except DatasetCorrupt as error:
         log.warning("verify %s: dataset %r is corrupt: %s", spec.name, spec.dataset, error)
         counter(spec.name, "all", "failed: dataset corrupt", count=len(infos))
@@ -356,9 +366,12 @@ def run_verify_command(args) -> int:
 
     try:
         _check_options(args)
-        suite = suite_of(args.out) if args.models is None and not args.spec or not args.backends else None
+        suite = suite_of(args.out)
         if args.models is not None or args.spec:
-            specs = [get_spec(name) for name in _split(args.models)] + [load_spec_file(p) for p in args.spec]
+            # A model of the runs in --out, spec-file ones included, can be named like a built-in one.
+            known = {spec.name: spec for spec in suite[0]} if suite is not None else {}
+            specs = [known[name] if name in known else get_spec(name) for name in _split(args.models)]
+            specs += [load_spec_file(p) for p in args.spec]
         elif suite is not None:
             specs = suite[0]
         else:
@@ -376,7 +389,7 @@ def run_verify_command(args) -> int:
     except (SpecError, KeyError, OutputDirError, VerifyUsageError) as error:
         print(f"nnparity: error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
-    if suite is not None:
+    if suite is not None and (args.models is None and not args.spec or not args.backends):
         print(f"verifying what the runs in {args.out} used: models {', '.join(s.name for s in specs) or '(none)'}; "
               f"backends {', '.join(names) or '(none)'}", file=sys.stderr)
     result = run_verify(specs, names, dtype=args.dtype, steps=args.steps, out_dir=args.out,

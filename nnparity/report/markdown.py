@@ -53,7 +53,8 @@ def shortened_line(records: list[RunRecord]) -> str:
 def markdown_table(columns, rows) -> list[str]:
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
+        # Cells can hold text from verify.json or an error message: no table breaks, no raw HTML.
+        lines.append("| " + " | ".join(cell.replace("|", "/").replace("<", "&lt;") for cell in row) + " |")
     return lines
 
 

@@ -40,12 +40,11 @@ class Verification:
     problem: str = ""
 
     def find(self, model: str, backend: str) -> list[tuple[dict, list[dict]]]:
-        """Return (document, rows) of the newest verification of ``model`` on ``backend`` in each dtype."""
-        found, dtypes = [], set()
+        """Return (document, rows) of every verification of ``model`` on ``backend``, newest first."""
+        found = []
         for document in self.documents:
             rows = [r for r in document["rows"] if r.get("model") == model and r.get("backend") == backend]
-            if rows and document.get("dtype") not in dtypes:
-                dtypes.add(document.get("dtype"))
+            if rows:
                 found.append((document, rows))
         return found
 
@@ -68,17 +67,41 @@ def load(out_dir: str, warn: bool = True) -> Verification:
             log.warning("%s was not read, so the report shows no verification: %s", path, error)
         return Verification(problem=f"{path} could not be read ({error}); rerun `nnparity verify --out {out_dir}`")
     earlier = document.pop("earlier", [])
-    documents = [document, *(earlier if isinstance(earlier, list) else [])]
-    return Verification([_clean(d) for d in documents if isinstance(d, dict) and isinstance(d.get("rows"), list)])
+    documents, problems = [], []
+    for position, item in enumerate([document, *(earlier if isinstance(earlier, list) else [])]):
+        where = "the newest verification" if position == 0 else f"earlier verification {position}"
+        problem = _shape_problem(item)
+        if problem:
+            problems.append(f"{where} {problem}")
+        else:
+            documents.append(_clean(item))
+    if problems:
+        # A damaged file speaks for none of the runs, since the part left out may be the one that failed.
+        message = f"{path} is damaged: {'; '.join(problems)}; rerun `nnparity verify --out {out_dir}`"
+        if warn:
+            log.warning("%s", message)
+        return Verification(problem=message)
+    return Verification(documents)
+
+
+def _shape_problem(document) -> str:
+    """Say why a verification in ``verify.json`` cannot be used, or return an empty string."""
+    if not isinstance(document, dict):
+        return "is not an object"
+    if not isinstance(document.get("rows"), list) or not all(isinstance(r, dict) for r in document["rows"]):
+        return "has rows that are not a list of objects"
+    if document.get("dtype") not in ("float32", "float64"):
+        return f"has dtype {document.get('dtype')!r}, not float32 or float64"
+    if not isinstance(document.get("models"), dict) or not isinstance(document.get("backends"), dict):
+        return "has no models and backends to match runs against"
+    return ""
 
 
 def _clean(document: dict) -> dict:
     """Drop what a hand-edited or foreign ``verify.json`` holds in the wrong shape, so reading it cannot crash."""
     document = dict(document)
-    document["rows"] = [r for r in document["rows"] if isinstance(r, dict)]
-    for key in ("models", "backends", "tolerances"):
-        if not isinstance(document.get(key), dict):
-            document[key] = {}
+    if not isinstance(document.get("tolerances"), dict):
+        document["tolerances"] = {}
     document["models"] = {k: v for k, v in document["models"].items() if isinstance(v, dict)}
     document["backends"] = {k: v for k, v in document["backends"].items() if isinstance(v, dict)}
     document["tolerances"] = {k: v for k, v in document["tolerances"].items() if isinstance(v, (int, float))}
@@ -112,7 +135,12 @@ def verification_cell(record, verification: Verification | None) -> str:
     found = verification.find(record.model, record.backend) if verification is not None else []
     if not found:
         return NOT_VERIFIED
-    applicable = [(document, rows) for document, rows in found if not _mismatch(record, document)]
+    # The newest verification in each dtype that speaks for this run (same spec, same versions).
+    applicable, dtypes = [], set()
+    for document, rows in found:
+        if not _mismatch(record, document) and document["dtype"] not in dtypes:
+            dtypes.add(document["dtype"])
+            applicable.append((document, rows))
     if not applicable:
         return _mismatch(record, found[0][0])
     document, rows = min(applicable, key=lambda item: _rank(outcome(item[1]), item[0].get("dtype")))
@@ -143,17 +171,21 @@ def outcome(rows: list[dict]) -> str:
         if not isinstance(first.get("max_rel"), (int, float)):
             return f"FAIL {first.get('quantity')}: {_first_line(first.get('message', ''), 60)}"
         return f"FAIL {first.get('quantity')} ({_number(first.get('max_rel'))} > {_number(first.get('tolerance'))})"
-    unknown = next((r.get("status") for r in rows if r.get("status") != "pass"), None)
-    if unknown is not None:
-        return f"error: unknown status {unknown!r} in verify.json"
+    for row in rows:
+        if row.get("status") != "pass":
+            return f"error: unknown status {row.get('status')!r} in verify.json"
     return "pass"
 
 
 def _mismatch(record, document: dict) -> str:
-    verified = document["models"].get(record.model, {}).get("step_hash")
+    verified = document["models"].get(record.model)
+    verified = verified.get("step_hash") if isinstance(verified, dict) else None
+    if record.step_hash and not verified:
+        return "spec not recorded in verify.json"
     if verified and record.step_hash and verified != record.step_hash:
         return "other spec verified"
-    versions = document["backends"].get(record.backend, {}).get("versions")
+    backend = document["backends"].get(record.backend)
+    versions = backend.get("versions") if isinstance(backend, dict) else None
     versions = versions if isinstance(versions, dict) else {}
     differ = [f"{name} {version}" for name, version in versions.items()
               if name in (record.framework_versions or {}) and record.framework_versions[name] != version]
