@@ -202,6 +202,27 @@ def test_report_of_missing_dir_fails(tmp_path, capsys):
     assert "runs.jsonl not found" in capsys.readouterr().err
 
 
+def start_run_until(tmp_path, backend, module, backends, out, pid_file):
+    """Start ``nnparity run`` with the test backend ``module``:Adapter registered; return once it wrote ``pid_file``."""
+    script = (
+        "import sys\n"
+        "from nnparity.backends import registry\n"
+        f"registry.register(registry.BackendInfo({backend!r}, '{module}:Adapter'))\n"
+        "from nnparity.cli import main\n"
+        f"sys.exit(main(['run', '--models', 'moons-mlp', '--backends', {backends!r}, '--max-steps', '5',"
+        f" '--out', {str(out)!r}, '--no-progress']))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, f"the {backend} worker never wrote {pid_file.name}"
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    return process
+
+
 def test_ctrl_c_keeps_records_and_writes_report(tmp_path):
     pid_file = tmp_path / "sleeper.pid"
     (tmp_path / "nnparity_test_slow.py").write_text(
@@ -210,22 +231,7 @@ def test_ctrl_c_keeps_records_and_writes_report(tmp_path):
         "time.sleep(120)\n"
     )
     out = tmp_path / "results"
-    script = (
-        "import sys\n"
-        "from nnparity.backends import registry\n"
-        "registry.register(registry.BackendInfo('slow-test', 'nnparity_test_slow:Adapter'))\n"
-        "from nnparity.cli import main\n"
-        f"sys.exit(main(['run', '--models', 'moons-mlp', '--backends', 'numpy,slow-test', '--max-steps', '5',"
-        f" '--out', {str(out)!r}, '--no-progress']))\n"
-    )
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline, "the slow worker never started"
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.2)
+    process = start_run_until(tmp_path, "slow-test", "nnparity_test_slow", "numpy,slow-test", out, pid_file)
     worker_pid = int(pid_file.read_text())
 
     process.send_signal(signal.SIGINT)
@@ -407,22 +413,8 @@ def test_ctrl_c_keeps_run_whose_worker_finished(tmp_path):
         "atexit.register(linger)\n"
     )
     out = tmp_path / "results"
-    script = (
-        "import sys\n"
-        "from nnparity.backends import registry\n"
-        "registry.register(registry.BackendInfo('lingering-test', 'nnparity_test_lingering:Adapter'))\n"
-        "from nnparity.cli import main\n"
-        f"sys.exit(main(['run', '--models', 'moons-mlp', '--backends', 'lingering-test,numpy', '--max-steps', '5',"
-        f" '--out', {str(out)!r}, '--no-progress']))\n"
-    )
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline, "the lingering worker never reached its exit"
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.2)
+    process = start_run_until(tmp_path, "lingering-test", "nnparity_test_lingering", "lingering-test,numpy", out,
+                              pid_file)
 
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)

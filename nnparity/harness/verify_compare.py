@@ -62,15 +62,20 @@ class Row:
     message: str = ""
 
 
-def compare(reference, candidate) -> tuple[float, float]:
-    """Return (max relative, max absolute) difference of two same-shaped arrays (see module docstring)."""
+def _difference(reference, candidate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return both arrays as float64 and ``|reference - candidate|``; raise ValueError when the shapes differ."""
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
     if reference.shape != candidate.shape:
         raise ValueError(f"shape {candidate.shape} differs from the reference's {reference.shape}")
+    return reference, candidate, np.abs(reference - candidate)
+
+
+def compare(reference, candidate) -> tuple[float, float]:
+    """Return (max relative, max absolute) difference of two same-shaped arrays (see module docstring)."""
+    reference, candidate, difference = _difference(reference, candidate)
     if reference.size == 0:
         return 0.0, 0.0
-    difference = np.abs(reference - candidate)
     floor = max(SCALE_FLOOR * float(np.max(np.abs(reference))), ABS_FLOOR)
     scale = np.maximum(np.maximum(np.abs(reference), np.abs(candidate)), floor)
     relative = np.atleast_1d(difference / scale)
@@ -111,13 +116,9 @@ def compare_backend(model: str, backend: str, reference: dict, candidate: dict, 
 
 def compare_norm(reference, candidate) -> tuple[float, float]:
     """Return (``||a - b|| / ||reference||``, max absolute difference) of two same-shaped arrays."""
-    reference = np.asarray(reference, dtype=np.float64)
-    candidate = np.asarray(candidate, dtype=np.float64)
-    if reference.shape != candidate.shape:
-        raise ValueError(f"shape {candidate.shape} differs from the reference's {reference.shape}")
+    reference, _, difference = _difference(reference, candidate)
     if reference.size == 0:
         return 0.0, 0.0
-    difference = np.abs(reference - candidate)
     relative = float(np.linalg.norm(difference) / max(float(np.linalg.norm(reference)), ABS_FLOOR))
     return (relative if np.isfinite(relative) else float("inf")), float(np.max(difference))
 
