@@ -314,13 +314,13 @@ def verify_suite(jobs, backends, dtypes: list[str], args) -> bool:
             print(f"verification FAIL {message.splitlines()[0]}", file=sys.stderr)
         failed = failed or result.failed
         if dtype == "float64" and args.verify_dtype is None:
-            no_float64 = [info for info in infos if _refuses_float64(info.name, result.rows)]
+            no_float64 = [info for info in infos if _lacks_float64(info.name, result.rows)]
             if no_float64:
                 passes.append(("float32", no_float64))
     return failed
 
 
-def _refuses_float64(backend: str, rows) -> bool:
+def _lacks_float64(backend: str, rows) -> bool:
     """Return whether ``backend`` skipped every model because it does not support float64."""
     mine = [r for r in rows if r.backend == backend]
     return bool(mine) and all(r.status == "skipped" and "float64" in r.message and "not supported" in r.message

@@ -46,7 +46,7 @@ class ProgressDisplay:
 
 
 def print_results(records, verification=None) -> None:
-    """Print a short table per model; the verification column only when the directory holds a verification."""
+    """Print a short table per model, with the verification column when the directory has a verification."""
     from nnparity.report import tables
 
     columns = ("backend", "dtype", "status", "test acc", "final loss", "step median [q1-q3]", "train total",

@@ -1,7 +1,7 @@
 """The verification column: ``verify.json`` in a results directory, read into the report.
 
 The cell tests build records and verify documents by hand, because they test
-how the report reads them; the command tests make them with real runs and
+how the report reads them. The command tests make them with real runs and
 real verifications.
 """
 
@@ -73,7 +73,7 @@ def test_cell_shows_worker_error_and_skip_reasons():
     assert verification_cell(record(), skipped) == "skipped: float64 is not supported (float64)"
 
 
-def test_cell_without_verification_of_the_pair_reads_not_verified():
+def test_cell_of_unverified_pair():
     other_backend = Verification([document([row(backend="jax")])])
 
     assert verification_cell(record(), Verification()) == "not verified"
@@ -97,9 +97,10 @@ def test_cell_refuses_verification_of_another_spec_or_version():
     assert verification_cell(record(), found) == "other version verified (torch 2.12.0)"
 
 
-def test_cell_shows_a_failure_first_then_the_strictest_pass():
+def test_cell_prefers_failure_then_float64():
     fail64, pass64 = document([row("logits", "FAIL", max_rel=1e-3)]), document([row()])
-    pass32, skip64 = document([row()], dtype="float32"), document([row("all", "skipped", message="no float64")])
+    pass32 = document([row()], dtype="float32")
+    skip64 = document([row("all", "skipped", message="no float64")])
 
     # A float64 FAIL shows on a float32 run too, even where float32 passed.
     assert verification_cell(record(dtype="float32"), Verification([fail64, pass32])).startswith("FAIL logits")
@@ -109,13 +110,13 @@ def test_cell_shows_a_failure_first_then_the_strictest_pass():
     assert verification_cell(record(), Verification([pass64, fail64])) == "pass (float64)"
 
 
-def test_cell_ignores_a_verification_of_another_version_when_one_applies():
+def test_cell_skips_other_version_verification():
     old = document([row("logits", "FAIL", max_rel=1e-3)], dtype="float32", versions={"torch": "2.12.0"})
 
     assert verification_cell(record(), Verification([document([row()]), old])) == "pass (float64)"
 
 
-def test_cell_names_the_device_verified_when_the_run_used_another():
+def test_cell_names_other_device():
     found = Verification([document([row()])])
 
     assert verification_cell(record(device="cuda"), found) == "pass (float64 on cpu)"
@@ -284,7 +285,8 @@ def test_run_with_verify_fills_the_column(tmp_path):
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
     document = json.loads((out / "verify.json").read_text())
-    assert document["dtype"] == "float64" and document["steps"] == 3
+    assert document["dtype"] == "float64"
+    assert document["steps"] == 3
     assert document["tolerances"]["step0"] == 1e-9
     assert "--verify" in document["command"]
     assert summary_column(out, "verification") == {"numpy": "reference", "torch": "pass (float64)"}
@@ -371,7 +373,7 @@ def test_verify_accepts_a_spec_file(tmp_path):
     assert {r["status"] for r in document["rows"]} == {"pass"}
 
 
-def test_verify_finds_a_spec_file_model_of_the_runs_by_name(tmp_path):
+def test_verify_names_spec_file_model(tmp_path):
     out = tmp_path / "out"
     completed = nnparity("run", "--spec", os.path.join(ROOT, "examples", "moons-relu.toml"), "--backends",
                          "numpy,torch", "--max-steps", "3", "--out", str(out), "--no-progress")

@@ -65,6 +65,10 @@ class VerifyResult:
 # Inputs and workers ---------------------------------------------------------
 
 
+class StepsBeyondSchedule(ValueError):
+    """A requested number of verify steps above the number of steps in the model's schedule."""
+
+
 def prepare_inputs(spec: ModelSpec, steps: int, data_dir: str | None, path: str) -> None:
     """Write the initial parameters and the first ``steps`` batches of ``spec`` to ``path`` (.npz)."""
     from nnparity.datasets import load_dataset
@@ -79,10 +83,6 @@ def prepare_inputs(spec: ModelSpec, steps: int, data_dir: str | None, path: str)
         arrays[f"x/{step}"] = dataset.x_train[index]
         arrays[f"y/{step}"] = dataset.y_train[index]
     np.savez(path, **arrays)
-
-
-class StepsBeyondSchedule(ValueError):
-    """More verify steps were asked for than the model's schedule has."""
 
 
 def run_worker(info: BackendInfo, spec: ModelSpec, dtype: str, steps: int, inputs: str, work_dir: str,
@@ -183,7 +183,7 @@ def run_verify(specs: list[ModelSpec], backends: list, dtype: str = "float64", s
 
 
 class _Counter:
-    """Counts finished workers and passes each to the caller's progress callback."""
+    """Counter of finished workers, which passes each one to the caller's progress callback."""
 
     def __init__(self, total: int, callback):
         self.total, self.done, self.callback = total, 0, callback
@@ -406,7 +406,7 @@ def run_verify_command(args) -> int:
 
 
 def suite_of(out_dir: str) -> tuple[list[ModelSpec], list[str]] | None:
-    """Return the model specs and backends of the runs in ``out_dir``, or None when it holds no runs.
+    """Return the model specs and backends of the runs in ``out_dir``, or None when it contains no runs.
 
     A run's exact spec is read from the directory's ``.inputs/``, so models
     from spec files are found too; backends no longer installed are left out.
@@ -435,7 +435,8 @@ def suite_of(out_dir: str) -> tuple[list[ModelSpec], list[str]] | None:
             if record.backend in known:
                 backends.append(record.backend)
             else:
-                log.warning("backend %r of the runs in %s is not installed here; it is not verified",
+                log.warning("backend %r of the runs in %s is not installed here, so it is not verified; install it "
+                            "to verify it",
                             record.backend, out_dir)
         if record.model in specs:
             continue
@@ -483,9 +484,9 @@ def print_outcome(result: VerifyResult) -> None:
 
 
 def refresh_run_report(out_dir: str) -> str | None:
-    """Rewrite the report of a results directory that holds runs, so it shows the new verification.
+    """Rewrite the report of a results directory with runs, so that it shows the new verification.
 
-    Returns the Markdown report's path, or None when ``out_dir`` holds no runs.
+    Returns the Markdown report's path, or None when ``out_dir`` contains no runs.
     """
     from nnparity.harness.results import RUNS_FILE, read_records
     from nnparity.report import write_report as write_run_report

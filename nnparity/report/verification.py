@@ -1,18 +1,19 @@
 """The verification column: how each run's model and backend fared in ``nnparity verify``.
 
 ``verify.json`` in a results directory is written by ``nnparity run --verify``
-or by ``nnparity verify --out DIR``. It holds the newest verification at its
+or by ``nnparity verify --out DIR``. It contains the newest verification at its
 top level and, under ``earlier``, older ones that cover a model, backend or
-dtype the newest does not. Of the newest verification in each dtype of a
-run's model and backend, the cell shows the most telling: a FAIL or an error
-first, then a float64 pass (the strict check), then a float32 pass, then a
-skip; it names the dtype it shows.
+dtype the newest does not.
 
-A verification only speaks for a run made from the same computation and the
-same framework version, so the cell reads ``other spec verified`` when the
-run's ``step_hash`` (``ModelSpec.step_hash``: the spec without dtype and
-schedule length) differs from the verified one, and ``other version
-verified`` when the backend's framework versions differ.
+A verification only counts for a run made from the same computation and the
+same framework version. The run's ``step_hash`` (``ModelSpec.step_hash``: the
+spec without dtype and schedule length) must equal the verified one, and the
+backend's framework versions must match. Otherwise the cell reads ``other spec
+verified`` or ``other version verified``.
+
+Of the newest matching verification in each dtype, the cell shows the most
+telling outcome and names its dtype. A FAIL or an error comes first, then a
+float64 pass (the strict check), then a float32 pass, then a skip.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def load(out_dir: str, warn: bool = True) -> Verification:
         with open(path, encoding="utf-8") as handle:
             document = json.load(handle)
         if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
-            raise ValueError("it has no list of rows")
+            raise ValueError("it contains no list of rows")
     except (OSError, ValueError) as error:
         if warn:
             log.warning("%s was not read, so the report shows no verification: %s", path, error)
@@ -85,7 +86,7 @@ def load(out_dir: str, warn: bool = True) -> Verification:
 
 
 def _shape_problem(document) -> str:
-    """Say why a verification in ``verify.json`` cannot be used, or return an empty string."""
+    """Return why a verification in ``verify.json`` cannot be used, or an empty string when it can."""
     if not isinstance(document, dict):
         return "is not an object"
     if not isinstance(document.get("rows"), list) or not all(isinstance(r, dict) for r in document["rows"]):
@@ -98,14 +99,10 @@ def _shape_problem(document) -> str:
 
 
 def _clean(document: dict) -> dict:
-    """Drop what a hand-edited or foreign ``verify.json`` holds in the wrong shape, so reading it cannot crash."""
-    document = dict(document)
-    if not isinstance(document.get("tolerances"), dict):
-        document["tolerances"] = {}
-    document["models"] = {k: v for k, v in document["models"].items() if isinstance(v, dict)}
-    document["backends"] = {k: v for k, v in document["backends"].items() if isinstance(v, dict)}
-    document["tolerances"] = {k: v for k, v in document["tolerances"].items() if isinstance(v, (int, float))}
-    return document
+    """Return a copy of ``document`` whose tolerances are only numbers, so the header can format them."""
+    tolerances = document.get("tolerances")
+    tolerances = tolerances if isinstance(tolerances, dict) else {}
+    return {**document, "tolerances": {k: v for k, v in tolerances.items() if isinstance(v, (int, float))}}
 
 
 def merge(new: dict, out_dir: str) -> dict:
@@ -116,8 +113,8 @@ def merge(new: dict, out_dir: str) -> dict:
     after another in the same directory therefore loses none of them.
     """
     covered = _coverage(new)
-    kept = [d for d in load(out_dir).documents if not _coverage(d) <= covered]
-    return {**new, "earlier": kept[:MAX_EARLIER]}
+    uncovered = [d for d in load(out_dir).documents if not _coverage(d) <= covered]
+    return {**new, "earlier": uncovered[:MAX_EARLIER]}
 
 
 def _coverage(document: dict) -> set[tuple[str, str, str]]:
@@ -178,6 +175,8 @@ def outcome(rows: list[dict]) -> str:
 
 
 def _mismatch(record, document: dict) -> str:
+    # NOTE: the nnparity version is not compared, so a verification made before a change to an adapter
+    # still counts for runs made after it.
     verified = document["models"].get(record.model)
     verified = verified.get("step_hash") if isinstance(verified, dict) else None
     if record.step_hash and not verified:

@@ -253,9 +253,9 @@ class ModelSpec:
         """Hash of what one training step computes: ``content_hash`` without the dtype and the schedule's length.
 
         Two specs with the same step hash draw the same initial parameters and
-        the same first batches and apply the same update, so a verification of
-        one covers the other's first steps, in any dtype and for any number of
-        steps (``--schedule long``, ``--max-steps``).
+        the same first batches, and they apply the same update. A verification
+        of one therefore covers the other's first steps, in any dtype and for
+        any number of steps (``--schedule long``, ``--max-steps``).
         """
         data = self.to_dict()
         for key in ("description", "dtype"):
